@@ -1,0 +1,141 @@
+"""`glandseg`: the command line. Every user error is one line and a distinct exit code.
+
+Exit codes: 0 ok, 2 usage, 3 input missing, 4 invalid input, 5 DICOM series choice needed,
+6 no head found, 7 model problem, 8 output exists, 9 missing dependency, 130 cancelled,
+70 internal error (a bug: please report it with the traceback printed by --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .errors import CancelledError, GlandSegError
+
+INTERNAL_ERROR = 70
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment the six glands on a CT")
+    p.add_argument("input", help="DICOM folder, .nii/.nii.gz, .nrrd or .mha")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--locator", default="fast", choices=("fast", "totalsegmentator"))
+    p.add_argument("--series", default=None, metavar="UID", help="DICOM series instance UID when the folder holds several CTs")
+    p.add_argument("--uptake", default=None, metavar="IMAGE", help="PET/SPECT image: adds uptake statistics per gland")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results in the output folder")
+    p.add_argument("--trust-model", action="store_true", help="allow a checkpoint that needs more than plain weights (runs its code!)")
+    p.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
+
+
+def _add_phantom(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("phantom", help="write a synthetic CT with known glands (demo, tests)")
+    p.add_argument("-o", "--output", required=True, help="folder for ct.nii.gz and labels.nii.gz")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--field", default="head", choices=("head", "headneck", "wholebody"))
+    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 2.0), metavar=("X", "Y", "Z"))
+    p.add_argument("--truncate-vertex-mm", type=float, default=0.0)
+    p.add_argument("--variant", default="lps", help="storage orientation variant (lps, ras, feet_first, ...)")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="glandseg", description="Segment lacrimal, parotid and submandibular glands on CT.")
+    parser.add_argument("--version", action="version", version=f"glandseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_segment(sub)
+    _add_phantom(sub)
+    sub.add_parser("models", help="list installed and shipped models")
+    return parser
+
+
+def _progress_mode(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bar" if sys.stderr.isatty() else "none"
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .pipeline import segment
+    from .progress import Progress
+
+    progress = Progress(_progress_mode(args.progress))
+    result = segment(args.input, args.output, model=args.model, device=args.device, locator=args.locator,
+                     overwrite=args.overwrite, series_uid=args.series, uptake_path=args.uptake,
+                     trust_model=args.trust_model, progress=progress)
+    if progress.mode != "json":
+        print(f"wrote {result.outdir}")
+        for row in result.report["glands"]:
+            vol = f"{row['volume_ml']:7.2f} ml" if row["voxels"] else "  not found"
+            hu = f"  HU {row['hu_mean']:6.1f} ± {row['hu_sd']:5.1f}" if row["voxels"] else ""
+            print(f"  {row['name']:<27}{vol}{hu}")
+    return 0
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    from .errors import OutputExistsError
+    from .imageio import write_image_atomic
+    from .phantom import make_phantom, reorient
+
+    out = Path(args.output)
+    if (out / "ct.nii.gz").exists() and not args.overwrite:
+        raise OutputExistsError(f"{out / 'ct.nii.gz'} exists; use --overwrite")
+    ph = make_phantom(args.seed, field=args.field, spacing=tuple(args.spacing), truncate_vertex_mm=args.truncate_vertex_mm)
+    write_image_atomic(reorient(ph.ct, args.variant), out / "ct.nii.gz")
+    write_image_atomic(reorient(ph.labels, args.variant, is_label=True), out / "labels.nii.gz")
+    print(f"wrote {out / 'ct.nii.gz'} and {out / 'labels.nii.gz'}")
+    return 0
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    from .models import load_model_info, model_roots
+
+    for root in model_roots():
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                info = load_model_info(str(folder))
+                status = f"{info.configuration}, spacing {info.spacing_xyz} mm, folds {','.join(info.folds)}"
+            except GlandSegError as exc:
+                status = f"unusable: {exc}"
+            print(f"{folder.name:<32} {status}  [{root}]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"segment": cmd_segment, "phantom": cmd_phantom, "models": cmd_models}
+
+    def on_term(_signum, _frame):  # Cancel from the Slicer panel sends SIGTERM
+        raise CancelledError("cancelled")
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return handlers[args.command](args)
+    except GlandSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: cancelled", file=sys.stderr)
+        return CancelledError.exit_code
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return INTERNAL_ERROR
+    except Exception as exc:  # a bug, not a user error: say so plainly
+        if args.debug or os.environ.get("GLANDSEG_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); rerun with --debug and report it", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

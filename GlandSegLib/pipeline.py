@@ -1,0 +1,158 @@
+"""The main job: a CT in, six gland segments, statistics and pictures out.
+
+read -> locate the head -> crop a physical box -> resample to the model grid -> nnU-Net
+(mirroring off) -> probabilities back onto the CT's own grid inside the crop -> largest
+component per gland -> paste into the full CT grid -> write. Outputs are staged in a
+hidden folder and moved into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from . import __version__
+from .errors import OutputExistsError
+from .geometry import crop, model_grid, paste, resample_to
+from .glands import GLANDS
+from .headbox import HeadBox, locate_head
+from .imageio import read_ct, read_image_file, write_image_atomic
+from .inference import GlandPredictor, probabilities_to_labels
+from .models import load_model_info
+from .overview import render_overview
+from .postprocess import keep_largest_component, laterality_warnings
+from .progress import Progress
+from .report import write_reports
+from .segfile import write_seg_nrrd
+from .stats import gland_statistics
+
+OUTPUT_FILES = ("glands_labelmap.nii.gz", "glands.seg.nrrd", "report.json", "report.csv", "overview.png")
+
+
+@dataclass
+class SegmentResult:
+    outdir: Path
+    report: dict
+    labels: sitk.Image  # on the input CT grid
+
+
+def check_outdir(outdir: Path, overwrite: bool) -> None:
+    existing = [f for f in OUTPUT_FILES if (outdir / f).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{outdir} already holds GlandSeg results ({', '.join(existing)}); use --overwrite to replace them")
+
+
+def find_head(image: sitk.Image, locator: str) -> HeadBox:
+    if locator == "fast":
+        return locate_head(image)
+    if locator == "totalsegmentator":
+        from .totalseg import locate_head_totalsegmentator
+
+        return locate_head_totalsegmentator(image)
+    raise ValueError(f"unknown locator {locator!r}")
+
+
+def segment(
+    input_path: str | Path,
+    outdir: str | Path,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    locator: str = "fast",
+    overwrite: bool = False,
+    series_uid: str | None = None,
+    uptake_path: str | Path | None = None,
+    trust_model: bool = False,
+    progress: Progress | None = None,
+    predictor: GlandPredictor | None = None,
+) -> SegmentResult:
+    progress = progress or Progress("none")
+    outdir = Path(outdir)
+    check_outdir(outdir, overwrite)
+    t0 = time.perf_counter()
+
+    progress.start("read", "reading CT")
+    loaded = read_ct(input_path, series_uid)
+    ct = loaded.image
+    uptake = read_image_file(Path(uptake_path)) if uptake_path else None
+
+    progress.start("locate", f"locating the head ({locator})")
+    box = find_head(ct, locator)
+
+    progress.start("load-model", "loading model")
+    if predictor is None:
+        predictor = GlandPredictor(load_model_info(model), device, trust_model=trust_model)
+    info = predictor.info
+    for w in info.warnings:
+        progress.log(w)
+
+    progress.start("crop", "cropping and resampling the head")
+    ct_crop = crop(ct, box)  # exact voxels, input grid
+    model_crop = resample_to(ct_crop, model_grid(box, info.spacing_xyz))
+
+    progress.start("inference", f"nnU-Net on {predictor.device}")
+    probs = predictor.predict_probabilities(model_crop, progress=lambda f, m: progress.update(f, m))
+
+    progress.start("postprocess", "largest component, laterality")
+    labels_crop = probabilities_to_labels(probs, model_crop, ct_crop)
+    del probs
+    labels_crop = keep_largest_component(labels_crop)
+    side_warnings = laterality_warnings(labels_crop, box.midline_x)
+    stats = gland_statistics(labels_crop, ct_crop, uptake)
+
+    progress.start("paste", "labels back onto the CT grid")
+    labels_full = paste(labels_crop, ct)
+
+    progress.start("write", f"writing {outdir}")
+    glands = []
+    for g in GLANDS:
+        row = dict(stats[g.label])
+        row["warnings"] = list(side_warnings[g.label])
+        if row["voxels"] == 0:
+            row["warnings"].append(f"{g.name} not found")
+        row["laterality_ok"] = not any("swap" in w for w in row["warnings"])
+        glands.append(row)
+        for w in row["warnings"]:
+            progress.log(w)
+    report = {
+        "glandseg_version": __version__,
+        "input": str(input_path),
+        "input_geometry": {"size": list(ct.GetSize()), "spacing_mm": [round(s, 4) for s in ct.GetSpacing()],
+                           "origin_lps_mm": [round(o, 3) for o in ct.GetOrigin()], "direction": [round(d, 6) for d in ct.GetDirection()]},
+        "dicom_series_uid": loaded.series.uid if loaded.series else None,
+        "crop_box": box.to_dict(),
+        "model": {"name": info.name, "folder": str(info.folder), "configuration": info.configuration,
+                  "spacing_mm": info.spacing_xyz, "folds": info.folds},
+        "device": predictor.device,
+        "locator": locator,
+        "glands": glands,
+        "warnings": [w for row in glands for w in row["warnings"]] + list(info.warnings),
+    }
+    _write_outputs(outdir, report, labels_full, labels_crop, ct_crop, progress, t0)
+    return SegmentResult(outdir, report, labels_full)
+
+
+def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_crop: sitk.Image,
+                   ct_crop: sitk.Image, progress: Progress, t0: float) -> None:
+    """Stage every file in a hidden folder, then move them in: no half-written result set."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".glandseg-", dir=outdir))
+    try:
+        write_image_atomic(labels_full, stage / "glands_labelmap.nii.gz")
+        write_seg_nrrd(labels_crop, stage / "glands.seg.nrrd")
+        render_overview(ct_crop, labels_crop, stage / "overview.png", title=f"GlandSeg {report['model']['name']}")
+        progress.finish()
+        report["timings_s"] = dict(progress.timings)
+        report["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
+        write_reports(report, stage)
+        for name in OUTPUT_FILES:
+            os.replace(stage / name, outdir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    progress.done(f"wrote {outdir}")
