@@ -45,36 +45,94 @@ class HeadBox(PhysicalBox):
         return d
 
 
-def _canonical(image: sitk.Image) -> tuple[np.ndarray, sitk.Image]:
-    """A coarse identity-direction copy: array axes are (S->, P->, L->) = (z, y, x)."""
-    ref = model_grid(image_bounds(image), [COARSE_MM] * 3)
-    coarse = resample_to(image, ref, is_label=False, default=-1024.0)
-    return sitk.GetArrayFromImage(coarse), coarse
+@dataclass
+class _Coarse:
+    """A coarse copy with identity direction: array axes (z, y, x) grow to S, P, L."""
+
+    arr: np.ndarray
+    image: sitk.Image
+
+    @property
+    def px_cm2(self) -> float:
+        sx, sy, _ = self.image.GetSpacing()
+        return sx * sy / 100.0
+
+    @property
+    def dz(self) -> float:
+        return self.image.GetSpacing()[2]
+
+    def slices(self, mm: float) -> int:
+        return max(int(round(mm / self.dz)), 1)
+
+    def physical(self, x: float, y: float, z: float) -> np.ndarray:
+        return np.array(self.image.TransformContinuousIndexToPhysicalPoint([float(x), float(y), float(z)]))
 
 
-def _cranial_slices(arr: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, list]:
-    """Per axial slice: is there a brain-like region enclosed by bone? And its mask."""
-    px_cm2 = COARSE_MM * COARSE_MM / 100.0
+def _signed_permutation(direction: tuple[float, ...]) -> tuple[list[int], list[int]] | None:
+    """For axis-aligned storage: physical axis and sign of each index axis, else None."""
+    d = np.array(direction).reshape(3, 3)
+    axes = [int(np.argmax(np.abs(d[:, a]))) for a in range(3)]
+    if sorted(axes) != [0, 1, 2] or not np.allclose(np.abs(d[axes, [0, 1, 2]]), 1.0, atol=1e-4):
+        return None
+    return axes, [int(np.sign(d[axes[a], a])) for a in range(3)]
+
+
+def _canonical(image: sitk.Image) -> _Coarse:
+    """Axis-aligned scans (nearly all) are subsampled and transposed as numpy views, which
+    costs milliseconds on a whole-body CT; oblique ones are resampled."""
+    perm = _signed_permutation(image.GetDirection())
+    if perm is None:
+        ref = model_grid(image_bounds(image), [COARSE_MM] * 3)
+        coarse = resample_to(image, ref, is_label=False, default=-1024.0)
+        return _Coarse(sitk.GetArrayFromImage(coarse), coarse)
+    axes, signs = perm
+    size = image.GetSize()
+    steps = [max(1, int(round(COARSE_MM / sp))) for sp in image.GetSpacing()]
+    view = sitk.GetArrayViewFromImage(image)[:: steps[2], :: steps[1], :: steps[0]]  # numpy axis n = index axis 2-n
+    order = [2 - axes.index(2 - m) for m in range(3)]  # output axis m = physical axis 2-m
+    arr = view.transpose(order)
+    first = [0 if signs[a] > 0 else ((size[a] - 1) // steps[a]) * steps[a] for a in range(3)]
+    flips = tuple(m for m in range(3) if signs[axes.index(2 - m)] < 0)
+    arr = np.ascontiguousarray(np.flip(arr, axis=flips) if flips else arr)
+    coarse = sitk.Image([int(v) for v in arr.shape[::-1]], sitk.sitkUInt8)
+    coarse.SetOrigin(image.TransformIndexToPhysicalPoint(first))
+    coarse.SetSpacing([image.GetSpacing()[axes.index(p)] * steps[axes.index(p)] for p in range(3)])
+    return _Coarse(arr, coarse)
+
+
+def _cranial_slices(c: _Coarse, body: np.ndarray, body_area: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Per axial slice: is there a brain-like region enclosed by bone? And its mask.
+
+    Only slices of head or neck size are examined: the torso cannot hold a cranium, and
+    skipping it keeps whole-body scans fast.
+    """
+    arr = c.arr
     flags = np.zeros(arr.shape[0], dtype=bool)
-    regions: list = [None] * arr.shape[0]
+    regions: dict[int, np.ndarray] = {}
     bone_all = (arr > BONE_HU) & body
-    for z in np.nonzero(bone_all.sum(axis=(1, 2)) > 10)[0]:
+    candidates = np.nonzero((bone_all.sum(axis=(1, 2)) > 10) & (body_area < 450))[0]
+    for z in candidates:
         bone = bone_all[z]
-        enclosed = ndimage.binary_fill_holes(bone) & ~bone
-        if enclosed.sum() * px_cm2 < 20:
+        ys, xs = np.nonzero(bone)
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        sub = bone[y0:y1, x0:x1]
+        enclosed = ndimage.binary_fill_holes(sub) & ~sub
+        if enclosed.sum() * c.px_cm2 < 20:
             continue
         lab, n = ndimage.label(enclosed)
-        sizes = ndimage.sum_labels(enclosed, lab, index=np.arange(1, n + 1))
-        k = int(np.argmax(sizes)) + 1
-        area = sizes[k - 1] * px_cm2
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        k = int(np.argmax(sizes))
+        area = sizes[k] * c.px_cm2
         if not 20 <= area <= 320:
             continue
-        region = lab == k
+        region = np.zeros_like(bone)
+        region[y0:y1, x0:x1] = lab == k
         values = arr[z][region]
         soft = np.mean((values > -15) & (values < 85))
         if 5 <= np.median(values) <= 65 and soft >= 0.6:
             flags[z] = True
-            regions[z] = region
+            regions[int(z)] = region
     return flags, regions
 
 
@@ -92,13 +150,10 @@ def _runs(flags: np.ndarray, max_gap: int = 2) -> list[tuple[int, int]]:
     return runs
 
 
-def _physical(coarse: sitk.Image, x: float, y: float, z: float) -> np.ndarray:
-    return np.array(coarse.TransformContinuousIndexToPhysicalPoint([float(x), float(y), float(z)]))
-
-
-def _front_back(body: np.ndarray, z0: int, z1: int) -> tuple[int, int]:
+def _front(c: _Coarse, body: np.ndarray, z0: int, z1: int) -> float:
+    """Physical y of the most anterior body point between two slices, less a margin."""
     rows = np.nonzero(body[max(z0, 0) : z1 + 1].any(axis=(0, 2)))[0]
-    return int(rows.min()), int(rows.max())
+    return float(c.physical(0, rows.min(), 0)[1]) - 8.0
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -112,47 +167,45 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 
 def locate_head(image: sitk.Image) -> HeadBox:
     """The physical box that holds the six glands, or NoHeadError with a reason."""
-    arr, coarse = _canonical(image)
-    body = _largest_component(arr > BODY_HU)
+    c = _canonical(image)
+    body = _largest_component(c.arr > BODY_HU)
     if body.sum() == 0:
         raise NoHeadError("no body found in the image (nothing denser than air)")
-    flags, regions = _cranial_slices(arr, body)
-    min_len = int(np.ceil(18.0 / COARSE_MM))
-    runs = [r for r in _runs(flags) if r[1] - r[0] + 1 >= min_len]
+    body_area = body.sum(axis=(1, 2)) * c.px_cm2
+    flags, regions = _cranial_slices(c, body, body_area)
+    runs = [r for r in _runs(flags) if (r[1] - r[0] + 1) * c.dz >= 18.0]
     if runs:
         z0, z1 = max(runs, key=lambda r: r[1])  # the most superior cranium-like run
-        low = [regions[z] for z in range(z0, min(z1, z0 + int(40 / COARSE_MM)) + 1) if regions[z] is not None]
+        low = [regions[z] for z in range(z0, min(z1, z0 + c.slices(40)) + 1) if z in regions]
         cy, cx = np.argwhere(np.any(low, axis=0)).mean(axis=0)
-        base = _physical(coarse, cx, cy, z0)
-        front, _ = _front_back(body, z0 - int(BELOW_SKULL_BASE_MM / COARSE_MM), z0 + int(ABOVE_SKULL_BASE_MM / COARSE_MM))
-        y_front = _physical(coarse, 0, front, 0)[1] - 8.0
+        base = c.physical(cx, cy, z0)
+        y_front = _front(c, body, z0 - c.slices(BELOW_SKULL_BASE_MM), z0 + c.slices(ABOVE_SKULL_BASE_MM))
         lower = np.array([base[0] - HALF_WIDTH_MM, y_front, base[2] - BELOW_SKULL_BASE_MM])
         upper = np.array([base[0] + HALF_WIDTH_MM, y_front + DEPTH_MM, base[2] + ABOVE_SKULL_BASE_MM])
         box = HeadBox(lower, upper, midline_x=float(base[0]), method="cranium",
-                      details={"skull_base_lps_mm": [round(float(v), 1) for v in base], "cranium_mm": float((z1 - z0 + 1) * COARSE_MM)})
+                      details={"skull_base_lps_mm": [round(float(v), 1) for v in base], "cranium_mm": round((z1 - z0 + 1) * c.dz, 1)})
         return _clip(box, image)
-    return _clip(_from_cut_top(arr, body, coarse), image)
+    return _clip(_from_cut_top(c, body, body_area), image)
 
 
-def _from_cut_top(arr: np.ndarray, body: np.ndarray, coarse: sitk.Image) -> HeadBox:
+def _from_cut_top(c: _Coarse, body: np.ndarray, areas: np.ndarray) -> HeadBox:
     """Fallback when no cranium is seen: the top of a single, neck-sized body column.
 
     Head-and-neck planning scans are often cut (or masked) a few cm above the parotids; the
     glands then lie within BELOW_CUT_TOP_MM of the top of the body. What is refused: a top
     that is torso-sized, holds lung, or is split into several parts (legs, arms).
     """
-    px_cm2 = COARSE_MM * COARSE_MM / 100.0
-    areas = body.sum(axis=(1, 2)) * px_cm2
+    arr = c.arr
     occupied = np.nonzero(areas > 40)[0]  # thin things above the head (masks, rests) do not count
     if occupied.size == 0:
         raise NoHeadError("no head found: the body is too small to hold one")
     top = int(occupied.max())
-    window = list(range(max(top - int(40 / COARSE_MM), 0), top + 1))
+    window = list(range(max(top - c.slices(40), 0), top + 1))
     top_area = float(np.median(areas[window]))
-    big_parts = [int(np.sum(np.bincount(ndimage.label(body[z])[0].ravel())[1:] * px_cm2 > 40)) for z in window]
-    lungs = float(np.median([((arr[z] < -500) & ndimage.binary_fill_holes(body[z])).sum() * px_cm2 for z in window]))
-    column = slice(max(top - int(120 / COARSE_MM), 0), top + 1)
-    bone = float(((arr[column] > BONE_HU) & body[column]).sum() * px_cm2 * COARSE_MM / 10.0)  # cm^3
+    big_parts = [int(np.sum(np.bincount(ndimage.label(body[z])[0].ravel())[1:] * c.px_cm2 > 40)) for z in window]
+    lungs = float(np.median([((arr[z] < -500) & ndimage.binary_fill_holes(body[z])).sum() * c.px_cm2 for z in window]))
+    column = slice(max(top - c.slices(120), 0), top + 1)
+    bone = float(((arr[column] > BONE_HU) & body[column]).sum() * c.px_cm2 * c.dz / 10.0)  # cm^3
     reasons = []
     if not 60 <= top_area <= 420:
         reasons.append(f"the top of the body is {top_area:.0f} cm^2 in cross-section, not head or neck sized")
@@ -165,9 +218,8 @@ def _from_cut_top(arr: np.ndarray, body: np.ndarray, coarse: sitk.Image) -> Head
     if reasons:
         raise NoHeadError("no head found: no skull was seen, and " + "; ".join(reasons))
     cy, cx = np.argwhere(body[window].any(axis=0)).mean(axis=0)
-    topp = _physical(coarse, cx, cy, top)
-    front, _ = _front_back(body, top - int(BELOW_CUT_TOP_MM / COARSE_MM), top)
-    y_front = _physical(coarse, 0, front, 0)[1] - 8.0
+    topp = c.physical(cx, cy, top)
+    y_front = _front(c, body, top - c.slices(BELOW_CUT_TOP_MM), top)
     lower = np.array([topp[0] - HALF_WIDTH_MM, y_front, topp[2] - BELOW_CUT_TOP_MM])
     upper = np.array([topp[0] + HALF_WIDTH_MM, y_front + DEPTH_MM, topp[2] + 30.0])
     return HeadBox(lower, upper, midline_x=float(topp[0]), method="top-of-body",

@@ -1,0 +1,144 @@
+"""GlandSeg benchmark: wall time and peak memory per stage of `segment` on whole-body CTs.
+
+Not a test: run it on the machine you want numbers for (`make bench`, or
+`python Testing/benchmark.py --slices 1000 --repeats 3`). Writes a Markdown table and a
+JSON file. Peak RSS per stage is sampled every 10 ms from /proc (Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from GlandSegLib.progress import Progress  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class MeasuringProgress(Progress):
+    """Progress that also records the peak RSS reached during each stage."""
+
+    def __init__(self) -> None:
+        super().__init__("none")
+        self.peak_mb: dict[str, float] = {}
+        self._stage = "setup"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            m = rss_mb()
+            self.peak_mb[self._stage] = max(self.peak_mb.get(self._stage, 0.0), m)
+            time.sleep(0.01)
+
+    def start(self, stage: str, message: str = "") -> None:
+        self._stage = stage
+        super().start(stage, message)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def gpu_peak_mb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**20
+    except ImportError:
+        pass
+    return None
+
+
+def make_ct(slices: int, folder: Path) -> Path:
+    from GlandSegLib.imageio import write_image_atomic
+    from GlandSegLib.phantom import make_phantom
+
+    ph = make_phantom(7, field="wholebody", spacing=(0.98, 0.98, 1.5), size_xy=512, length_mm=slices * 1.5)
+    path = folder / f"wholebody_512x512x{slices}.nii"  # uncompressed: reading measures I/O, not gzip
+    write_image_atomic(ph.ct, path, compress=False)
+    return path
+
+
+def run(slices: int, repeats: int, device: str, model: str | None, work: Path) -> dict:
+    from GlandSegLib.inference import GlandPredictor
+    from GlandSegLib.models import load_model_info
+    from GlandSegLib.pipeline import segment
+
+    ct_path = make_ct(slices, work)
+    runs = []
+    for r in range(repeats):
+        prog = MeasuringProgress()
+        t0 = time.perf_counter()
+        result = segment(ct_path, work / f"out_{slices}_{r}", model=model, device=device, overwrite=True, progress=prog)
+        wall = time.perf_counter() - t0
+        prog.close()
+        runs.append({"wall_s": wall, "timings_s": dict(prog.timings), "peak_rss_mb": dict(prog.peak_mb),
+                     "gpu_peak_mb": gpu_peak_mb(), "crop_box": result.report["crop_box"]})
+    stages = list(runs[0]["timings_s"])
+    return {
+        "size": [512, 512, slices],
+        "wall_s_median": statistics.median(r["wall_s"] for r in runs),
+        "stage_s_median": {s: statistics.median(r["timings_s"].get(s, 0.0) for r in runs) for s in stages},
+        "stage_peak_rss_mb_max": {s: max(r["peak_rss_mb"].get(s, 0.0) for r in runs) for s in stages},
+        "peak_rss_mb": max(max(r["peak_rss_mb"].values()) for r in runs),
+        "gpu_peak_mb": runs[-1]["gpu_peak_mb"],
+        "runs": runs,
+    }
+
+
+def markdown(results: list[dict], machine: str) -> str:
+    stages = list(results[0]["stage_s_median"])
+    head = "| CT | " + " | ".join(stages) + " | total | peak RSS |\n|---|" + "---|" * (len(stages) + 2) + "\n"
+    rows = []
+    for r in results:
+        cells = [f"{r['stage_s_median'][s]:.2f} s / {r['stage_peak_rss_mb_max'][s] / 1024:.2f} GB" for s in stages]
+        rows.append(f"| {'x'.join(map(str, r['size']))} | " + " | ".join(cells) + f" | **{r['wall_s_median']:.1f} s** | {r['peak_rss_mb'] / 1024:.2f} GB |")
+    return f"Measured on {machine}; median of runs, per stage: wall time / peak RSS during the stage.\n\n" + head + "\n".join(rows) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slices", type=int, nargs="+", default=[300, 1000, 1500])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--out", default=str(REPO / "out" / "bench"))
+    args = ap.parse_args()
+    import torch
+
+    machine = f"{platform.node() or 'unknown'}: {os.cpu_count()} CPU cores, torch {torch.__version__}, " + (
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="glandseg-bench-") as tmp:
+        for n in args.slices:
+            res = run(n, args.repeats, args.device, args.model, Path(tmp))
+            results.append(res)
+            print(f"512x512x{n}: {res['wall_s_median']:.1f} s, peak RSS {res['peak_rss_mb'] / 1024:.2f} GB", flush=True)
+    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    table = markdown(results, machine)
+    (out / "benchmark.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

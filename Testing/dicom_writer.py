@@ -1,0 +1,61 @@
+"""Write real DICOM CT series with pydicom, for tests of series discovery and reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+
+def write_ct_series(image: sitk.Image, folder: Path, *, series_uid: str | None = None, modality: str = "CT",
+                    patient_name: str = "Test^Patient", description: str = "test CT", study_uid: str | None = None,
+                    skip_slices: tuple[int, ...] = (), duplicate_slice: int | None = None) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    study_uid = study_uid or generate_uid()
+    frame_uid = generate_uid()
+    arr = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkInt16))
+    d = np.array(image.GetDirection()).reshape(3, 3)
+    sx, sy, sz = image.GetSpacing()
+    iop = [*d[:, 0], *d[:, 1]]
+    slices = [k for k in range(arr.shape[0]) if k not in skip_slices]
+    if duplicate_slice is not None:
+        slices.append(duplicate_slice)
+    for n, k in enumerate(slices):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"{n:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = modality
+        ds.PatientName = patient_name
+        ds.PatientID = "GS0001"
+        ds.PatientBirthDate = "19500101"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.SeriesDescription = description
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = n + 1
+        ds.ImagePositionPatient = [float(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        ds.PixelSpacing = [float(sy), float(sx)]
+        ds.SliceThickness = float(sz)
+        ds.Rows, ds.Columns = arr.shape[1], arr.shape[2]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.PixelData = arr[k].astype(np.int16).tobytes()
+        ds.save_as(folder / f"{n:04d}.dcm", enforce_file_format=True)
+    return series_uid
