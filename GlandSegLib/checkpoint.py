@@ -46,7 +46,8 @@ def load_checkpoint(path: Path, *, trust: bool = False) -> dict:
             f"{path}: the checkpoint asks to run or construct {what}, which a plain nnU-Net checkpoint never needs; "
             "refused. Load it only if you trust its origin (--trust-model)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path}: corrupt or unreadable checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"{path}: corrupt or unreadable checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise ModelError(f"{path}: not an nnU-Net checkpoint (no network_weights)")
     return ckpt

@@ -26,7 +26,7 @@ BODY_HU = -400.0
 BONE_HU = 250.0
 # Box around the glands relative to the inferior end of the enclosed cranium (mm).
 BELOW_SKULL_BASE_MM = 175.0
-ABOVE_SKULL_BASE_MM = 75.0
+ABOVE_SKULL_BASE_MM = 95.0
 HALF_WIDTH_MM = 100.0
 DEPTH_MM = 200.0
 # Box below the top of a body cut by the field of view.
@@ -173,7 +173,7 @@ def locate_head(image: sitk.Image) -> HeadBox:
         raise NoHeadError("no body found in the image (nothing denser than air)")
     body_area = body.sum(axis=(1, 2)) * c.px_cm2
     flags, regions = _cranial_slices(c, body, body_area)
-    runs = [r for r in _runs(flags) if (r[1] - r[0] + 1) * c.dz >= 18.0]
+    runs = [r for r in _runs(flags, max_gap=c.slices(15.0)) if (r[1] - r[0] + 1) * c.dz >= 18.0]
     if runs:
         z0, z1 = max(runs, key=lambda r: r[1])  # the most superior cranium-like run
         low = [regions[z] for z in range(z0, min(z1, z0 + c.slices(40)) + 1) if z in regions]
