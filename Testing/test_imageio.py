@@ -40,7 +40,7 @@ def test_float_ct_is_rounded_to_int16(tmp_path):
     sitk.WriteImage(img, str(tmp_path / "f.nrrd"))
     ct = read_ct(tmp_path / "f.nrrd").image
     assert ct.GetPixelID() == sitk.sitkInt16
-    assert np.array_equal(sitk.GetArrayViewFromImage(ct), sitk.GetArrayViewFromImage(_ct()))
+    assert np.array_equal(sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(_ct()))
 
 
 def test_dicom_series_reads_with_lps_geometry(tmp_path):

@@ -1,0 +1,237 @@
+"""The synthetic CT: deterministic, anatomically placed glands, CT-like HU, honest geometry.
+
+Positions are checked in physical LPS space (continuous index -> physical point), never with
+raw array indices, because the phantom's origin moves per seed and `reorient` changes the
+storage order on purpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from GlandSegLib.glands import BY_KEY, GLANDS, gland
+from GlandSegLib.phantom import VARIANTS, Phantom, make_phantom, no_head_phantom, reorient
+
+SPACING = (2.0, 2.0, 2.0)
+# Realistic volumes (ml, expert outlines), tolerated +-40% for voxelisation and shape noise.
+VOLUME_ML = {"parotid": (13.0, 38.0), "submandibular": (4.5, 11.0), "lacrimal": (0.35, 0.7)}
+LOSSLESS = ("lps", "ras", "flip_x", "permuted", "feet_first")
+
+
+def centroids(labels: sitk.Image) -> dict[int, np.ndarray]:
+    """Physical centroid of each label; mean index -> point is exact for an affine grid."""
+    a = sitk.GetArrayViewFromImage(labels)
+    out = {}
+    for g in GLANDS:
+        idx = np.argwhere(a == g.label)
+        if len(idx):
+            out[g.label] = np.array(labels.TransformContinuousIndexToPhysicalPoint(idx.mean(0)[::-1].tolist()))
+    return out
+
+
+def volumes_ml(labels: sitk.Image) -> dict[int, float]:
+    a = sitk.GetArrayViewFromImage(labels)
+    voxel = float(np.prod(labels.GetSpacing())) / 1000.0
+    return {g.label: float((a == g.label).sum()) * voxel for g in GLANDS}
+
+
+def mean_hu(ph: Phantom, label: int) -> float:
+    return float(sitk.GetArrayViewFromImage(ph.ct)[sitk.GetArrayViewFromImage(ph.labels) == label].mean())
+
+
+def brain_enclosed_by_bone(ct_slice: np.ndarray, pixel_mm2: float) -> tuple[float, float]:
+    """Area (cm2) and mean HU of soft tissue that a closed bony ring encloses in one axial slice."""
+    bone = ct_slice > 300
+    inside = ndimage.binary_fill_holes(bone) & ~bone
+    area = float(inside.sum()) * pixel_mm2 / 100.0
+    return area, float(ct_slice[inside].mean()) if inside.any() else float("nan")
+
+
+def axial_slice_at(image: sitk.Image, z_mm: float) -> np.ndarray:
+    k = image.TransformPhysicalPointToIndex((image.GetOrigin()[0], image.GetOrigin()[1], z_mm))[2]
+    return sitk.GetArrayViewFromImage(image)[k]
+
+
+@pytest.fixture(scope="module")
+def heads() -> dict[int, Phantom]:
+    return {seed: make_phantom(seed, spacing=SPACING) for seed in (0, 1, 2)}
+
+
+def test_grid_types_and_storage(heads):
+    ph = heads[0]
+    assert ph.ct.GetPixelID() == sitk.sitkInt16 and ph.labels.GetPixelID() == sitk.sitkUInt8
+    assert ph.ct.GetSize() == ph.labels.GetSize() and ph.ct.GetOrigin() == ph.labels.GetOrigin()
+    assert ph.ct.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    assert ph.ct.GetSpacing() == SPACING
+    assert ph.ct.GetSize() == (120, 120, 120)  # head field: 240 mm in-plane and long
+    a = sitk.GetArrayViewFromImage(ph.ct)
+    assert -1024 <= a.min() and a.max() <= 3071
+    assert abs(np.median(a[:, :5, :5]) + 1000) < 30  # corners are air
+    assert set(np.unique(sitk.GetArrayViewFromImage(ph.labels))) == {0, *[g.label for g in GLANDS]}
+    # z index increases superiorly: the glands sit in the lower part, the skull cap on top
+    zc = {lab: p[2] for lab, p in centroids(ph.labels).items()}
+    assert zc[BY_KEY["lacrimal_r"].label] > zc[BY_KEY["parotid_r"].label] > zc[BY_KEY["submandibular_r"].label]
+
+
+def test_same_seed_same_bytes_other_seed_differs(heads):
+    again = make_phantom(0, spacing=SPACING)
+    for a, b in ((again.ct, heads[0].ct), (again.labels, heads[0].labels)):
+        assert np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
+        assert a.GetOrigin() == b.GetOrigin()
+    assert again.midline_x == heads[0].midline_x
+    other = heads[1]
+    assert other.ct.GetOrigin() != heads[0].ct.GetOrigin()
+    assert volumes_ml(other.labels) != volumes_ml(heads[0].labels)
+
+
+def test_without_variation_the_head_sits_at_the_origin_and_is_symmetric():
+    ph = make_phantom(0, spacing=SPACING, variation=False)
+    assert ph.midline_x == 0.0
+    c, v = centroids(ph.labels), volumes_ml(ph.labels)
+    for organ in VOLUME_ML:
+        r, left = gland(organ, "R").label, gland(organ, "L").label
+        assert abs(c[r][0] + c[left][0]) < 2.5 and np.allclose(c[r][1:], c[left][1:], atol=2.5)
+        assert abs(v[r] - v[left]) <= 0.15 * v[r]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_gland_present_with_realistic_volume(heads, seed):
+    vols = volumes_ml(heads[seed].labels)
+    for g in GLANDS:
+        lo, hi = VOLUME_ML[g.organ]
+        assert 0.6 * lo <= vols[g.label] <= 1.4 * hi, (g.key, vols[g.label])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_left_glands_on_patient_left_in_physical_space(heads, seed):
+    ph = heads[seed]
+    c = centroids(ph.labels)
+    for organ in VOLUME_ML:
+        r, left = c[gland(organ, "R").label], c[gland(organ, "L").label]
+        assert left[0] > ph.midline_x > r[0], organ  # +x is the patient's left in LPS
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_glands_placed_as_on_real_outlines(heads, seed):
+    """Offsets between glands as measured on the TCIA expert outlines (loose bounds)."""
+    ph = heads[seed]
+    c = centroids(ph.labels)
+    for side in ("R", "L"):
+        lac, par, sub = (c[gland(o, side).label] for o in ("lacrimal", "parotid", "submandibular"))
+        assert 40 <= abs(par[0] - ph.midline_x) <= 75
+        assert 15 <= abs(sub[0] - ph.midline_x) <= 45
+        assert 30 <= abs(lac[0] - ph.midline_x) <= 55
+        assert 50 <= lac[2] - par[2] <= 95 and 30 <= par[1] - lac[1] <= 70  # above and anterior
+        assert 25 <= par[2] - sub[2] <= 60 and 5 <= par[1] - sub[1] <= 40  # below and anterior
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_parotid_is_fattier_than_submandibular(heads, seed):
+    ph = heads[seed]
+    for side in ("R", "L"):
+        parotid, sub = mean_hu(ph, gland("parotid", side).label), mean_hu(ph, gland("submandibular", side).label)
+        assert -60 < parotid < sub < 80
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_brain_is_enclosed_by_a_bony_ring(heads, seed):
+    ph = heads[seed]
+    c = centroids(ph.labels)
+    z_brain = np.mean([c[BY_KEY["lacrimal_r"].label][2], c[BY_KEY["lacrimal_l"].label][2]]) + 15.0
+    area, hu = brain_enclosed_by_bone(axial_slice_at(ph.ct, z_brain), SPACING[0] * SPACING[1])
+    assert area > 100.0  # cm2: a brain cross-section, not a vertebral canal
+    assert 20.0 < hu < 50.0
+
+
+def test_truncated_vertex_keeps_the_glands(heads):
+    full = heads[0]
+    cut = make_phantom(0, spacing=SPACING, truncate_vertex_mm=50.0)
+    top = lambda im: im.TransformIndexToPhysicalPoint((0, 0, im.GetSize()[2] - 1))[2]
+    assert top(full.ct) - top(cut.ct) >= 50.0
+    assert abs(cut.ct.GetOrigin()[2] - full.ct.GetOrigin()[2]) < SPACING[2]  # same lower end
+    a = sitk.GetArrayViewFromImage(cut.ct)[-1]
+    assert (a > 300).sum() * SPACING[0] * SPACING[1] > 500.0  # the top slice cuts through skull
+    assert (a > -300).sum() * SPACING[0] * SPACING[1] > 100e2  # ... and through a wide head
+    cf, cc = centroids(full.labels), centroids(cut.labels)
+    vf, vc = volumes_ml(full.labels), volumes_ml(cut.labels)
+    for g in GLANDS:
+        assert np.allclose(cf[g.label], cc[g.label], atol=1.5) and abs(vf[g.label] - vc[g.label]) <= 0.25 * vf[g.label]
+
+
+@pytest.fixture(scope="module")
+def reoriented(heads):
+    ph = heads[2]
+    return ph, {v: (reorient(ph.ct, v), reorient(ph.labels, v, is_label=True)) for v in VARIANTS}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_reorient_keeps_physical_content(reoriented, variant):
+    ph, out = reoriented
+    ct, labels = out[variant]
+    assert ct.GetPixelID() == sitk.sitkInt16 and labels.GetPixelID() == sitk.sitkUInt8
+    ref, got = centroids(ph.labels), centroids(labels)
+    tol = 2.0 if variant in LOSSLESS else 3.0
+    for g in GLANDS:
+        assert np.linalg.norm(ref[g.label] - got[g.label]) < tol, (g.key, ref[g.label], got[g.label])
+    for organ in VOLUME_ML:
+        assert got[gland(organ, "L").label][0] > ph.midline_x > got[gland(organ, "R").label][0]
+    if variant in LOSSLESS:  # back onto the original grid: every voxel identical
+        back = sitk.Resample(ct, ph.ct, sitk.Transform(), sitk.sitkNearestNeighbor, -2000, sitk.sitkInt16)
+        assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(ph.ct))
+
+
+def test_reorient_storage_really_differs(reoriented):
+    ph, out = reoriented
+    d = {v: np.array(out[v][0].GetDirection()).reshape(3, 3) for v in VARIANTS}
+    assert np.allclose(d["ras"], np.diag([-1, -1, 1])) and np.allclose(d["flip_x"], np.diag([-1, 1, 1]))
+    assert np.allclose(d["feet_first"], np.diag([1, 1, -1])) and not np.allclose(d["permuted"], np.eye(3))
+    assert abs(np.degrees(np.arccos((np.trace(d["oblique10"]) - 1) / 2)) - 10.0) < 1e-6
+    assert out["anisotropic"][0].GetSpacing() == pytest.approx((0.7, 0.7, 3.0))
+    assert out["permuted"][0].GetSize() == tuple(ph.ct.GetSize()[i] for i in (2, 0, 1))
+    with pytest.raises(ValueError):
+        reorient(ph.ct, "sideways")
+
+
+def test_whole_body_has_lungs_and_a_head_on_top():
+    ph = make_phantom(4, field="wholebody", spacing=(4.0, 4.0, 6.0))
+    size, sp = ph.ct.GetSize(), ph.ct.GetSpacing()
+    assert size == (125, 125, 250) and 480 <= size[0] * sp[0] <= 520
+    a = sitk.GetArrayViewFromImage(ph.ct)
+    body = np.stack([ndimage.binary_fill_holes(s > -400) for s in a])
+    lung = body & (a < -600) & (a > -950)
+    assert lung.sum() * np.prod(sp) / 1e6 > 2.0  # litres
+    lung_slices = np.nonzero(lung.sum((1, 2)) * sp[0] * sp[1] > 50e2)[0]  # > 50 cm2: not an airway
+    lung_z = np.array([ph.ct.TransformIndexToPhysicalPoint((0, 0, int(k)))[2] for k in lung_slices])
+    c = centroids(ph.labels)
+    assert len(c) == 6 and lung_z.max() < min(p[2] for p in c.values()) - 80.0  # lungs well below the glands
+    z_brain = np.mean([c[BY_KEY["lacrimal_r"].label][2], c[BY_KEY["lacrimal_l"].label][2]]) + 15.0
+    area, hu = brain_enclosed_by_bone(axial_slice_at(ph.ct, z_brain), sp[0] * sp[1])
+    assert area > 100.0 and 15.0 < hu < 55.0
+    widths = [(s > -400).any(0).sum() * sp[0] for s in a]
+    assert max(widths[-30:]) < 200 and max(widths[:100]) > 300  # a head (top 180 mm) on a wider body
+
+
+def test_grid_overrides():
+    ph = make_phantom(5, field="wholebody", spacing=(4.0, 4.0, 8.0), size_xy=64, length_mm=800)
+    assert ph.ct.GetSize() == (64, 64, 100) and ph.labels.GetSize() == (64, 64, 100)
+    hn = make_phantom(5, field="headneck", spacing=(4.0, 4.0, 5.0))
+    assert hn.ct.GetSize()[2] * 5.0 == pytest.approx(350.0, abs=5.0)
+    a = sitk.GetArrayViewFromImage(hn.ct)
+    assert (a[0] > -400).any(0).sum() * 4.0 > 300  # shoulders at the lower end
+    with pytest.raises(ValueError):
+        make_phantom(0, field="legs")
+
+
+def test_no_head_phantom_has_no_brain_like_enclosed_region():
+    ct = no_head_phantom(3)
+    assert ct.GetPixelID() == sitk.sitkInt16 and ct.GetSpacing() == (1.5, 1.5, 3.0)
+    a = sitk.GetArrayViewFromImage(ct)
+    assert (a > -400).mean() > 0.15 and (a > 300).any()  # a body with bones
+    px = 1.5 * 1.5
+    for k in range(0, a.shape[0], 2):
+        area, hu = brain_enclosed_by_bone(a[k], px)
+        assert area < 15.0 or not 15.0 < hu < 50.0, (k, area, hu)
+    assert np.array_equal(a, sitk.GetArrayFromImage(no_head_phantom(3)))  # a copy: the image is a temporary
