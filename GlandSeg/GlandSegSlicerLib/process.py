@@ -1,0 +1,469 @@
+"""The Slicer module's side of the `glandseg` command line: build it, run it, read it, stop it.
+
+Segmentation runs in a separate process so Slicer's GUI never waits on nnU-Net and Cancel
+can stop it at any moment. This module holds everything about that process that does not
+need Qt or MRML (command line, progress-line protocol, exit codes, process-group kill,
+dependency list), so it is tested with plain pytest and shared by the synchronous
+`GlandSegLogic.segment` (Python console) and the Widget's asynchronous QProcess.
+
+It never imports slicer, qt or GlandSegLib's heavy parts at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+
+MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder of GlandSeg.py
+
+# Exit codes of `glandseg` (GlandSegLib/cli.py) and what the user can do about each.
+EXIT_HINTS: dict[int, str] = {
+    2: "the GlandSeg command line rejected its arguments (a version mismatch between the module and GlandSegLib?)",
+    3: "the input image could not be found or read",
+    4: "the input is not a usable CT (2D image, MR intensities, corrupt header?)",
+    5: "the DICOM folder holds several CT series; choose one",
+    6: "no head was found in the CT; check the volume, or place the head box by hand",
+    7: "the model is missing, incomplete or modified; reinstall it",
+    8: "the output folder already holds results",
+    9: "a required tool or device is missing (CUDA GPU requested on a machine without one?)",
+    70: "internal error in GlandSeg: please report it together with the log",
+    130: "cancelled",
+}
+CANCELLED_EXIT_CODE = 130
+
+# Python packages GlandSegLib needs in Slicer's Python, as (import name, pip requirement).
+# Mirrors the `dependencies` of pyproject.toml (a test keeps the two in step). torch comes
+# first and is installed through the PyTorch extension, which picks the CUDA/CPU build
+# matching the machine; installing nnunetv2 before torch would let pip pull a multi-GB
+# CUDA build of torch on any machine.
+REQUIREMENTS: tuple[tuple[str, str], ...] = (
+    ("torch", "torch>=2.1"),
+    ("numpy", "numpy>=1.24"),
+    ("SimpleITK", "SimpleITK>=2.3"),
+    ("scipy", "scipy>=1.10"),
+    ("nnunetv2", "nnunetv2>=2.5,<2.9"),
+    ("matplotlib", "matplotlib>=3.7"),
+    ("pydicom", "pydicom>=2.4"),
+)
+
+
+# --------------------------------------------------------------------------------------
+# Where GlandSegLib is, and how to start Python on it
+# --------------------------------------------------------------------------------------
+
+def lib_parent() -> Path:
+    """The folder that contains the GlandSegLib package.
+
+    Installed extension: GlandSegLib sits next to GlandSeg.py (both in qt-scripted-modules).
+    Source checkout used through "Additional module paths": GlandSeg/ and GlandSegLib/ are
+    siblings, so the parent of this folder holds it.
+    """
+    for candidate in (MODULE_DIR, MODULE_DIR.parent):
+        if (candidate / "GlandSegLib" / "__init__.py").is_file():
+            return candidate
+    raise ModuleNotFoundError(f"GlandSegLib not found next to {MODULE_DIR} or in {MODULE_DIR.parent}")
+
+
+def ensure_lib_on_path() -> Path:
+    """Make `import GlandSegLib` work in this process (source checkout case); return its parent."""
+    parent = lib_parent()
+    if importlib.util.find_spec("GlandSegLib") is None and str(parent) not in sys.path:
+        sys.path.insert(0, str(parent))
+    return parent
+
+
+def resource_path(*parts: str) -> Path | None:
+    """A file of the extension's Resources, in the installed or the source layout, or None."""
+    for root in (MODULE_DIR / "Resources", MODULE_DIR.parent / "Resources"):
+        p = root.joinpath(*parts)
+        if p.exists():
+            return p
+    return None
+
+
+def python_executable() -> str:
+    """The Python that has GlandSeg's dependencies: Slicer's own, else this interpreter.
+
+    Inside Slicer `sys.executable` can be the application itself, so the `PythonSlicer`
+    launcher on PATH is preferred (it also sets Slicer's library environment).
+    """
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return sys.executable
+
+
+# The child announces its process group before running the CLI, so Cancel can stop the CLI
+# and every worker nnU-Net spawned, even when a launcher (PythonSlicer) sits between Slicer
+# and the Python process and QProcess only knows the launcher's pid.
+BOOTSTRAP = (
+    "import json, os, runpy, sys\n"
+    "if hasattr(os, 'setpgrp'):\n"
+    "    os.setpgrp()\n"
+    "    print(json.dumps({'glandseg_pgid': os.getpgrp()}), flush=True)\n"
+    "sys.argv = ['glandseg'] + sys.argv[1:]\n"
+    "runpy.run_module('GlandSegLib.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def launch_arguments(cli_args: Sequence[str]) -> tuple[str, list[str]]:
+    """(program, arguments) that run `glandseg <cli_args>` in its own process group."""
+    return python_executable(), ["-u", "-c", BOOTSTRAP, *[str(a) for a in cli_args]]
+
+
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the child: GlandSegLib importable, output unbuffered.
+
+    PYTHONPATH is prepended, not replaced: Slicer's launcher puts its own paths there.
+    """
+    env = dict(os.environ if base is None else base)
+    parent = str(lib_parent())
+    old = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = parent + (os.pathsep + old if old else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("nnUNet_n_proc_DA", "0")  # nnU-Net's data-augmentation workers are not needed at inference
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# Command lines
+# --------------------------------------------------------------------------------------
+
+DEVICE_CHOICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
+
+
+def cli_device(device: str) -> str:
+    """The panel says GPU, the CLI says cuda."""
+    try:
+        return DEVICE_CHOICES[device.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown device {device!r}; use auto, gpu or cpu") from None
+
+
+def format_box(box_lps: Sequence[float]) -> list[str]:
+    """`--box xmin ymin zmin xmax ymax zmax` in LPS mm, rounded to 0.01 mm."""
+    if len(box_lps) != 6:
+        raise ValueError("a box needs six numbers: xmin ymin zmin xmax ymax zmax (LPS mm)")
+    lo, hi = box_lps[:3], box_lps[3:]
+    if any(high <= low for low, high in zip(lo, hi, strict=True)):
+        raise ValueError(f"empty box {list(box_lps)}")
+    return ["--box", *[f"{float(v):.2f}" for v in box_lps]]
+
+
+def segment_arguments(input_path: str | Path, output_dir: str | Path, *, model: str | None = None,
+                      device: str = "auto", uptake_path: str | Path | None = None,
+                      box_lps: Sequence[float] | None = None, overwrite: bool = True) -> list[str]:
+    """Arguments of `glandseg segment ... --progress json` (the panel's machine-readable mode)."""
+    args = ["segment", str(input_path), "-o", str(output_dir), "--device", cli_device(device), "--progress", "json"]
+    if model:
+        args += ["--model", str(model)]
+    if uptake_path:
+        args += ["--uptake", str(uptake_path)]
+    if box_lps is not None:
+        args += format_box(box_lps)
+    if overwrite:
+        args.append("--overwrite")
+    return args
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the installed GlandSegLib's CLI accepts: the module adapts to older/newer libs."""
+
+    commands: frozenset[str]
+    segment_options: frozenset[str]
+
+    @property
+    def box(self) -> bool:
+        return "--box" in self.segment_options
+
+    @property
+    def install_model(self) -> bool:
+        return "install-model" in self.commands
+
+
+def cli_capabilities() -> Capabilities:
+    """Read the CLI's argparse parser in-process (cheap: cli.py imports nothing heavy)."""
+    import argparse
+
+    ensure_lib_on_path()
+    from GlandSegLib.cli import build_parser
+
+    parser = build_parser()
+    commands: set[str] = set()
+    segment_options: set[str] = set()
+    for action in parser._actions:  # argparse has no public API for sub-commands
+        if isinstance(action, argparse._SubParsersAction):
+            commands.update(action.choices)
+            seg = action.choices.get("segment")
+            if seg is not None:
+                for a in seg._actions:
+                    segment_options.update(a.option_strings)
+    return Capabilities(frozenset(commands), frozenset(segment_options))
+
+
+# --------------------------------------------------------------------------------------
+# The progress protocol: one JSON object a line on stdout, `error: ...` on stderr
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Event:
+    """One stdout line, classified.
+
+    kind: "progress" (stage, fraction, message), "warning" (message), "pgid" (the child's
+    process group), "text" (anything else: shown in the log, never fatal).
+    """
+
+    kind: str
+    message: str = ""
+    stage: str = ""
+    fraction: float | None = None
+    pgid: int | None = None
+
+
+def parse_line(line: str) -> Event:
+    text = line.strip()
+    if not text.startswith("{"):
+        return Event("text", text)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return Event("text", text)
+    if not isinstance(obj, dict):
+        return Event("text", text)
+    if "glandseg_pgid" in obj:
+        return Event("pgid", pgid=int(obj["glandseg_pgid"]))
+    message = str(obj.get("message", ""))
+    stage = str(obj.get("stage", ""))
+    if obj.get("level") == "warning":
+        return Event("warning", message, stage)
+    if "fraction" in obj:
+        try:
+            fraction = min(max(float(obj["fraction"]), 0.0), 1.0)
+        except (TypeError, ValueError):
+            return Event("text", text)
+        return Event("progress", message, stage, fraction)
+    return Event("text", text)
+
+
+class LineBuffer:
+    """Splits a byte stream that arrives in arbitrary chunks (QProcess reads) into lines."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, chunk: bytes | str) -> list[str]:
+        text = chunk.decode("utf-8", "replace") if isinstance(chunk, (bytes, bytearray)) else chunk
+        self._pending += text.replace("\r\n", "\n")
+        *lines, self._pending = self._pending.split("\n")
+        return [ln for ln in lines if ln.strip()]
+
+    def flush(self) -> list[str]:
+        rest, self._pending = self._pending, ""
+        return [rest] if rest.strip() else []
+
+
+# `error: ...` from GlandSeg, `glandseg segment: error: ...` from argparse (usage errors)
+_ERROR_LINE = re.compile(r"^(?:glandseg[\w -]*: )?error: (.*)$")
+
+
+def error_message(exit_code: int, stderr_lines: Iterable[str]) -> str:
+    """The one line a user reads when the CLI failed.
+
+    The CLI's own `error:` line is specific and actionable, so it is shown as is; the
+    generic hint for the exit code is the fallback when the process died without one
+    (killed, crashed interpreter, missing package before the CLI could start).
+    """
+    lines = list(stderr_lines)
+    errors = [m.group(1).strip() for m in (_ERROR_LINE.match(ln.strip()) for ln in lines) if m]
+    if errors:
+        return errors[-1]
+    hint = EXIT_HINTS.get(exit_code, f"GlandSeg stopped with exit code {exit_code}")
+    tail = [ln.strip() for ln in lines if ln.strip()]
+    return hint + (f": {tail[-1]}" if tail else "")
+
+
+class GlandSegRunError(RuntimeError):
+    """The CLI failed: `exit_code` is the CLI's, `log` the whole exchange for the user."""
+
+    def __init__(self, message: str, exit_code: int, log: str = ""):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log = log
+
+    @property
+    def cancelled(self) -> bool:
+        return self.exit_code == CANCELLED_EXIT_CODE
+
+
+# --------------------------------------------------------------------------------------
+# Stopping the child and everything it started
+# --------------------------------------------------------------------------------------
+
+def terminate_process_group(pgid: int | None, pid: int | None = None, *, force: bool = False) -> None:
+    """Ask the CLI (and its workers) to stop: SIGTERM (the CLI exits 130), or SIGKILL.
+
+    POSIX: the whole process group announced by the bootstrap. Windows: `taskkill /T`
+    on the process tree (there is no process group signal there).
+    """
+    if os.name == "nt":
+        if pid:
+            subprocess.run(["taskkill", "/PID", str(pid), "/T"] + (["/F"] if force else []),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        return
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    targets: list[Callable[[], None]] = []
+    if pgid and pgid != os.getpgrp():  # never signal our own group (Slicer itself)
+        targets.append(lambda: os.killpg(pgid, sig))
+    if pid:
+        targets.append(lambda: os.kill(pid, sig))
+    for send in targets:
+        try:
+            send()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# Running synchronously (Python console, self-test, model install)
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    exit_code: int
+    warnings: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+
+
+def run_cli(cli_args: Sequence[str], *, on_event: Callable[[Event], None] | None = None,
+            cancel: threading.Event | None = None, timeout_s: float | None = None,
+            env: dict[str, str] | None = None, grace_s: float = 10.0) -> RunResult:
+    """Run `glandseg <cli_args>` and wait; raise GlandSegRunError unless it exits 0.
+
+    `cancel` (set from another thread) and `timeout_s` stop the process group the same way
+    the panel's Cancel does: SIGTERM first, SIGKILL after `grace_s`.
+    """
+    program, arguments = launch_arguments(cli_args)
+    proc = subprocess.Popen([program, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=str(lib_parent()), env=child_environment(env), text=True,
+                            encoding="utf-8", errors="replace", bufsize=1)
+    result = RunResult(exit_code=-1)
+    pgid: list[int | None] = [None]
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            result.stderr.append(line.rstrip("\n"))
+            result.log.append(line.rstrip("\n"))
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            ev = parse_line(line)
+            if ev.kind == "pgid":
+                pgid[0] = ev.pgid
+                continue
+            if ev.kind == "warning":
+                result.warnings.append(ev.message)
+            result.log.append(line.rstrip("\n"))
+            if on_event is not None:
+                on_event(ev)
+
+    readers = [threading.Thread(target=read_stderr, daemon=True), threading.Thread(target=read_stdout, daemon=True)]
+    for t in readers:
+        t.start()
+    start = time.monotonic()
+    stop_sent: float | None = None
+    while proc.poll() is None:
+        stopping = (cancel is not None and cancel.is_set()) or (timeout_s is not None and time.monotonic() - start > timeout_s)
+        if stopping and stop_sent is None:
+            terminate_process_group(pgid[0], proc.pid)
+            stop_sent = time.monotonic()
+        elif stop_sent is not None and time.monotonic() - stop_sent > grace_s:
+            terminate_process_group(pgid[0], proc.pid, force=True)
+        time.sleep(0.05)
+    for t in readers:
+        t.join(timeout=5)
+    result.exit_code = proc.returncode
+    if proc.returncode == 0:
+        return result
+    log = "\n".join(result.log)
+    if cancel is not None and cancel.is_set():
+        raise GlandSegRunError("cancelled", CANCELLED_EXIT_CODE, log)
+    if stop_sent is not None:
+        raise GlandSegRunError(f"GlandSeg did not finish within {timeout_s:.0f} s and was stopped", proc.returncode, log)
+    raise GlandSegRunError(error_message(proc.returncode, result.stderr), proc.returncode, log)
+
+
+# --------------------------------------------------------------------------------------
+# Results, models, dependencies
+# --------------------------------------------------------------------------------------
+
+def read_report(output_dir: str | Path) -> dict:
+    """report.json of a finished run ({} when absent: older libs, or a partial copy)."""
+    p = Path(output_dir) / "report.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def report_warnings(report: dict) -> list[str]:
+    """Warnings for the panel, laterality ("possible left/right swap") first: they matter most."""
+    seen: list[str] = []
+    for w in report.get("warnings", []):
+        if isinstance(w, str) and w not in seen:
+            seen.append(w)
+    return sorted(seen, key=lambda w: (0 if "swap" in w else 1))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    folder: Path
+    origin: str  # "installed" | "shipped"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.origin})"
+
+
+def list_models() -> list[ModelEntry]:
+    """Installed models (GLANDSEG_HOME) then shipped ones; a name shadowed by an installed
+    model is the installed one, as GlandSegLib.models resolves names in that order."""
+    ensure_lib_on_path()
+    from GlandSegLib import models
+
+    roots = models.model_roots()
+    seen: set[str] = set()
+    entries: list[ModelEntry] = []
+    for i, root in enumerate(roots):
+        if not root.is_dir():
+            continue
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if folder.name in seen:
+                continue
+            seen.add(folder.name)
+            entries.append(ModelEntry(folder.name, folder, "installed" if i == 0 else "shipped"))
+    default = getattr(models, "DEFAULT_MODEL", None)
+    entries.sort(key=lambda e: (e.name != default, e.origin != "installed", e.name))
+    return entries
+
+
+def missing_requirements(requirements: Iterable[tuple[str, str]] = REQUIREMENTS) -> list[tuple[str, str]]:
+    """(import name, pip requirement) of each package Python cannot find; nothing is imported."""
+    importlib.invalidate_caches()
+    return [(name, spec) for name, spec in requirements if importlib.util.find_spec(name) is None]

@@ -1,0 +1,783 @@
+"""The Slicer module's files, checked without the Slicer application.
+
+- GlandSeg.ui parses and has every widget GlandSeg.py uses, with the right node types;
+- GlandSeg.term.json matches glands.py and loads in Slicer's own terminology logic;
+- the CMake file lists match the files on disk, and a configure/build/install against a
+  stand-in Slicer gives the layout the module expects (GlandSegLib next to GlandSeg.py);
+- GlandSegSlicerLib.process: the command line it builds is accepted by GlandSegLib's CLI, the progress
+  protocol is read correctly from the real Progress class and the real CLI, errors and
+  Cancel (SIGTERM to the process group) behave as the panel needs;
+- the module files compile; GlandSegSlicerLib.nodes stays free of GUI imports.
+
+The ScriptedLoadableModuleTest itself needs slicer.app and is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tomllib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = REPO / "GlandSeg"
+UI_FILE = MODULE / "Resources" / "UI" / "GlandSeg.ui"
+TERM_FILE = MODULE / "Resources" / "GlandSeg.term.json"
+sys.path.insert(0, str(MODULE))
+
+from GlandSegSlicerLib import process  # noqa: E402
+from GlandSegLib.glands import ANATOMIC_CATEGORY, GLANDS  # noqa: E402
+from GlandSegLib.segfile import TERMINOLOGY_CONTEXT, terminology_entry  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- .ui
+
+def ui_widgets() -> dict[str, ET.Element]:
+    root = ET.parse(UI_FILE).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def ui_attributes_used() -> set[str]:
+    """Every `self.ui.<name>` / `widget.ui.<name>` in GlandSeg.py."""
+    return set(re.findall(r"\.ui\.([A-Za-z_]\w*)", (MODULE / "GlandSeg.py").read_text()))
+
+
+def test_ui_parses_as_a_slicer_module_panel():
+    root = ET.parse(UI_FILE).getroot()
+    assert root.tag == "ui" and root.get("version") == "4.0"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "GlandSeg"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique"
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    qt_classes = {c for c in used if c.startswith("Q")}
+    assert used - qt_classes <= declared, f"undeclared custom widgets: {used - qt_classes - declared}"
+
+
+def test_every_ui_widget_used_by_the_module_exists():
+    widgets = ui_widgets()
+    used = ui_attributes_used()
+    assert used, "GlandSeg.py uses no self.ui widgets?"
+    missing = sorted(used - set(widgets))
+    assert not missing, f"GlandSeg.py uses widgets the .ui lacks: {missing}"
+
+
+@pytest.mark.parametrize("name, node_type", [
+    ("inputVolumeSelector", "vtkMRMLScalarVolumeNode"),
+    ("uptakeVolumeSelector", "vtkMRMLScalarVolumeNode"),
+    ("headBoxSelector", "vtkMRMLMarkupsROINode"),
+    ("outputSegmentationSelector", "vtkMRMLSegmentationNode"),
+])
+def test_node_selectors_have_the_right_types(name, node_type):
+    w = ui_widgets()[name]
+    assert w.get("class") == "qMRMLNodeComboBox"
+    types = [s.text for s in w.find("property[@name='nodeTypes']").iter("string")]
+    assert types == [node_type]
+
+
+def test_every_mrml_widget_gets_the_scene():
+    """A qMRML widget without the mrmlSceneChanged connection stays empty in Slicer."""
+    root = ET.parse(UI_FILE).getroot()
+    mrml = {w.get("name") for w in root.iter("widget")
+            if w.get("class", "").startswith("qMRML") and w.get("class") != "qMRMLWidget"}
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    assert mrml and mrml <= receivers, f"no scene for: {mrml - receivers}"
+
+
+def test_optional_selectors_allow_none_and_input_does_not():
+    widgets = ui_widgets()
+
+    def flag(name: str, prop: str) -> bool:
+        p = widgets[name].find(f"property[@name='{prop}']/bool")
+        return p is not None and p.text == "true"
+
+    assert not flag("inputVolumeSelector", "noneEnabled")
+    for name in ("uptakeVolumeSelector", "headBoxSelector", "outputSegmentationSelector"):
+        assert flag(name, "noneEnabled"), name
+
+
+def test_device_combo_matches_module_order():
+    items = [i.findtext("property/string") for i in ui_widgets()["deviceComboBox"].findall("item")]
+    tree = ast.parse((MODULE / "GlandSeg.py").read_text())
+    device_items = next(ast.literal_eval(n.value) for n in ast.walk(tree)
+                        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "DEVICE_ITEMS" for t in n.targets))
+    assert [i.lower() for i in items] == list(device_items)
+    assert [process.cli_device(d) for d in device_items] == ["auto", "cuda", "cpu"]
+
+
+# ----------------------------------------------------------------------------- .term.json
+
+def load_term() -> dict:
+    return json.loads(TERM_FILE.read_text(encoding="utf-8"))
+
+
+def test_terminology_file_covers_the_six_glands():
+    term = load_term()
+    assert term["SegmentationCategoryTypeContextName"] == TERMINOLOGY_CONTEXT
+    (category,) = term["SegmentationCodes"]["Category"]
+    assert (category["CodingSchemeDesignator"], category["CodeValue"], category["CodeMeaning"]) == ANATOMIC_CATEGORY
+    types = {t["CodeValue"]: t for t in category["Type"]}
+    for g in GLANDS:
+        t = types[g.structure[1]]
+        assert (t["CodingSchemeDesignator"], t["CodeMeaning"]) == (g.structure[0], g.structure[2])
+        mods = {m["CodeValue"]: m for m in t["Modifier"]}
+        m = mods[g.laterality[1]]
+        assert (m["CodingSchemeDesignator"], m["CodeMeaning"]) == (g.laterality[0], g.laterality[2])
+        assert m["recommendedDisplayRGBValue"] == list(g.color_255)
+        assert m["3dSlicerLabel"] == g.name
+    assert len(types) == 3
+
+
+def test_terminology_file_is_generated_from_the_gland_table():
+    sys.path.insert(0, str(MODULE / "Utilities"))
+    import make_terminology
+
+    assert TERM_FILE.read_text(encoding="utf-8") == make_terminology.render(), \
+        "GlandSeg.term.json is stale: run GlandSeg/Utilities/make_terminology.py"
+
+
+def test_terminology_loads_in_slicer_terminology_logic():
+    """Slicer's own reader (slicer-core) accepts the file, and the entry strings GlandSegLib
+    writes into .seg.nrrd resolve against it to the right type and laterality."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    import vtk
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    assert logic.LoadTerminologyFromFile(str(TERM_FILE)) == TERMINOLOGY_CONTEXT
+    category = slicer.vtkSlicerTerminologyCategory()
+    assert logic.GetNthCategoryInTerminology(TERMINOLOGY_CONTEXT, 0, category)
+    assert category.GetCodeValue() == ANATOMIC_CATEGORY[1]
+    found = {}
+    for i in range(logic.GetNumberOfTypesInTerminologyCategory(TERMINOLOGY_CONTEXT, category)):
+        t = slicer.vtkSlicerTerminologyType()
+        logic.GetNthTypeInTerminologyCategory(TERMINOLOGY_CONTEXT, category, i, t)
+        for j in range(logic.GetNumberOfTypeModifiersInTerminologyType(TERMINOLOGY_CONTEXT, category, t)):
+            m = slicer.vtkSlicerTerminologyType()
+            logic.GetNthTypeModifierInTerminologyType(TERMINOLOGY_CONTEXT, category, t, j, m)
+            found[(t.GetCodeValue(), m.GetCodeValue())] = (m.GetSlicerLabel(), tuple(m.GetRecommendedDisplayRGBValue()))
+    for g in GLANDS:
+        assert found[(g.structure[1], g.laterality[1])] == (g.name, g.color_255)
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(terminology_entry(g), entry)
+        assert entry.GetTerminologyContextName() == TERMINOLOGY_CONTEXT
+        assert entry.GetTypeObject().GetCodeValue() == g.structure[1]
+        assert entry.GetTypeModifierObject().GetCodeValue() == g.laterality[1]
+    del vtk
+
+
+# ----------------------------------------------------------------------------- CMake
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    m = re.search(r"set\(\s*" + variable + r"\s+(.*?)\)", text, re.S)
+    assert m, f"set({variable} ...) not found"
+    return [w for w in m.group(1).split() if not w.startswith("#")]
+
+
+def test_cmake_lists_match_the_python_files():
+    text = (MODULE / "CMakeLists.txt").read_text()
+    lib = cmake_list(text, "GLANDSEGLIB_PYTHON_FILES")
+    on_disk = sorted(p.name for p in (REPO / "GlandSegLib").glob("*.py"))
+    assert sorted(lib) == on_disk, "GlandSeg/CMakeLists.txt GLANDSEGLIB_PYTHON_FILES differs from GlandSegLib/*.py"
+    scripts = [s.replace("${MODULE_NAME}", "GlandSeg") for s in cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
+    module_files = list(MODULE.glob("*.py")) + list((MODULE / "GlandSegSlicerLib").glob("*.py"))
+    assert sorted(scripts) == sorted(p.relative_to(MODULE).as_posix() for p in module_files)
+    for res in cmake_list(text, "MODULE_PYTHON_RESOURCES"):
+        assert (MODULE / res.replace("${MODULE_NAME}", "GlandSeg")).is_file(), res
+
+
+def test_only_the_module_file_at_the_top_of_the_module_folder():
+    """Slicer instantiates every .py at the top of a module folder as a module ("class X was
+    not found in file X.py" otherwise): helpers belong in a package."""
+    assert [p.name for p in MODULE.glob("*.py")] == ["GlandSeg.py"]
+
+
+def test_top_level_cmake_declares_the_extension():
+    text = (REPO / "CMakeLists.txt").read_text()
+    for var in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(r"set\(" + var + r"\s", text), var
+    assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', text)
+    assert re.search(r"set\(EXTENSION_DEPENDS PyTorch NNUNet\)", text)
+    assert "find_package(Slicer REQUIRED)" in text and "add_subdirectory(GlandSeg)" in text
+    assert "${Slicer_EXTENSION_CPACK}" in text
+    # the icon and screenshot the extension index shows exist in the repository
+    raw = re.search(r'set\(GLANDSEG_RAW_URL "([^"]+)"\)', text).group(1)
+    for var in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        url = re.search(r"set\(" + var + r' "([^"]+)"\)', text).group(1).replace("${GLANDSEG_RAW_URL}", raw)
+        assert (REPO / url[len(raw) + 1:]).is_file(), url
+
+
+STUB_SLICER = """
+# A stand-in for Slicer's CMake package: just enough to configure, build and install a
+# scripted-module extension. slicerMacroBuildScriptedModule follows CTK's rule for script
+# paths (ctkMacroCompilePythonScript): relative -> <dest>/<path>; absolute -> <dest>/<path
+# relative to the current binary dir>; resources relative to the current source dir.
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.9/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR ${Slicer_QTSCRIPTEDMODULES_LIB_DIR})
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/Empty.cmake)
+macro(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(MY "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  set(_dest ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR})
+  set(_outputs)
+  foreach(_f ${MY_SCRIPTS} ${MY_RESOURCES})
+    if(IS_ABSOLUTE ${_f})
+      set(_src ${_f})
+      file(RELATIVE_PATH _rel ${CMAKE_CURRENT_BINARY_DIR} ${_f})
+    else()
+      set(_src ${CMAKE_CURRENT_SOURCE_DIR}/${_f})
+      set(_rel ${_f})
+    endif()
+    add_custom_command(OUTPUT ${_dest}/${_rel} DEPENDS ${_src}
+      COMMAND ${CMAKE_COMMAND} -E copy ${_src} ${_dest}/${_rel})
+    list(APPEND _outputs ${_dest}/${_rel})
+  endforeach()
+  add_custom_target(Copy${MY_NAME}PythonFiles ALL DEPENDS ${_outputs})
+  install(DIRECTORY ${_dest}/ DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR})
+endmacro()
+macro(slicer_add_python_unittest)
+endmacro()
+"""
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("make") is None
+                    or not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+                    reason="cmake, make or a C++ compiler is not installed (Slicer's project() needs them)")
+def test_cmake_build_and_install_layout(tmp_path):
+    """Configure, build and install the extension against a stand-in Slicer, then check
+    that the installed module finds GlandSegLib and its CLI where it looks for them."""
+    stub = tmp_path / "SlicerStub"
+    stub.mkdir()
+    (stub / "SlicerConfig.cmake").write_text(STUB_SLICER)
+    (stub / "UseSlicer.cmake").write_text("")
+    (stub / "Empty.cmake").write_text("")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    env = dict(os.environ)
+    run = lambda *args: subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    r = run("cmake", "-G", "Unix Makefiles", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={stub}",
+            f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DBUILD_TESTING=OFF")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("cmake", "--build", str(build))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("cmake", "--install", str(build))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    installed = prefix / "lib" / "Slicer-5.9" / "qt-scripted-modules"
+    expected = {"GlandSeg.py", "GlandSegSlicerLib/__init__.py", "GlandSegSlicerLib/nodes.py",
+                "GlandSegSlicerLib/process.py", "Resources/UI/GlandSeg.ui",
+                "Resources/Icons/GlandSeg.png", "Resources/GlandSeg.term.json"}
+    expected |= {f"GlandSegLib/{p.name}" for p in (REPO / "GlandSegLib").glob("*.py")}
+    present = {str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file()}
+    assert expected <= present, sorted(expected - present)
+    if (REPO / "Resources" / "models").is_dir():
+        assert (installed / "Resources" / "models").is_dir()
+
+    # in the installed tree, the module resolves GlandSegLib next to itself and the CLI runs
+    probe = textwrap.dedent(f"""
+        import sys
+        sys.path = [p for p in sys.path if p not in ('', {str(REPO)!r})]
+        sys.path.insert(0, {str(installed)!r})
+        from GlandSegSlicerLib import process
+        print(process.lib_parent())
+        import GlandSegLib.models as m
+        print(m.REPO_ROOT)
+        print(sorted(process.cli_capabilities().commands))
+    """)
+    clean_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, env=clean_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lib_parent, repo_root, commands = r.stdout.strip().splitlines()
+    assert Path(lib_parent) == installed
+    assert Path(repo_root) == installed  # shipped models: <installed>/Resources/models
+    assert "segment" in commands
+
+
+# ----------------------------------------------------------------------------- module sources
+
+@pytest.mark.parametrize("name", ["GlandSeg.py", "GlandSegSlicerLib/__init__.py", "GlandSegSlicerLib/nodes.py",
+                                  "GlandSegSlicerLib/process.py"])
+def test_module_files_compile(name, tmp_path):
+    py_compile.compile(str(MODULE / name), cfile=str(tmp_path / (Path(name).name + "c")), doraise=True)
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_nodes_module_needs_only_mrml():
+    """GlandSegSlicerLib.nodes must run under slicer-core: no Qt, no application, no GUI helpers."""
+    path = MODULE / "GlandSegSlicerLib" / "nodes.py"
+    assert not imported_modules(path) & {"qt", "ctk", "PythonQt"}
+    used = {n.attr for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "slicer"}
+    assert not used & {"app", "modules", "mrmlScene", "util", "ScriptedLoadableModule"}, used
+
+
+def test_module_loads_before_the_dependencies_are_installed():
+    """A fresh Slicer has numpy and SimpleITK but not scipy, torch or nnU-Net; the module must
+    load anyway (the first-use installer lives in it), so its imports stay light."""
+    probe = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(MODULE)!r})
+        import GlandSegSlicerLib.nodes, GlandSegSlicerLib.process
+        import GlandSegLib.glands, GlandSegLib.segfile
+        heavy = sorted(m for m in ("scipy", "torch", "nnunetv2", "matplotlib", "pydicom") if m in sys.modules)
+        print(",".join(heavy))
+    """)
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "", f"imported at module load: {r.stdout.strip()}"
+
+
+def test_cli_glue_needs_neither_slicer_nor_qt():
+    assert not imported_modules(MODULE / "GlandSegSlicerLib" / "process.py") & {"slicer", "qt", "ctk", "vtk"}
+
+
+def test_module_classes_and_console_api():
+    tree = ast.parse((MODULE / "GlandSeg.py").read_text())
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert {"GlandSeg", "GlandSegWidget", "GlandSegLogic", "GlandSegTest"} <= set(classes)
+    segment = next(f for f in classes["GlandSegLogic"].body if isinstance(f, ast.FunctionDef) and f.name == "segment")
+    positional = [a.arg for a in segment.args.args]
+    assert positional == ["self", "volumeNode", "model", "device", "uptakeNode", "outputSegmentationNode"]
+    defaults = [ast.literal_eval(d) for d in segment.args.defaults]
+    assert defaults == [None, "auto", None, None]
+    text = (MODULE / "GlandSeg.py").read_text()
+    assert 'self.parent.categories = ["Segmentation"]' in text
+    assert "LoadTerminologyFromFile" in text and "startupCompleted()" in text
+    assert "installTorch(askConfirmation" in text and "slicer.util.pip_install" in text
+
+
+def test_requirements_mirror_pyproject():
+    """The first-use installer installs what GlandSegLib declares, with the same bounds."""
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    norm = lambda s: s.replace(" ", "").lower()  # noqa: E731
+    assert sorted(norm(spec) for _name, spec in process.REQUIREMENTS) == sorted(norm(d) for d in deps)
+    assert process.REQUIREMENTS[0][0] == "torch", "torch must be installed first (PyTorch extension)"
+
+
+@pytest.mark.skip(reason="requires the 3D Slicer application (slicer.app); run GlandSegTest inside Slicer")
+def test_glandseg_scripted_module_test_in_slicer():
+    """GlandSeg.GlandSegTest: the whole flow on the bundled sample inside real Slicer
+    (Developer mode > Reload and Test, or `ctest -R py_GlandSeg` in the extension build)."""
+
+
+# ----------------------------------------------------------------------------- GlandSegSlicerLib.process
+
+def test_segment_arguments_are_accepted_by_the_cli():
+    from GlandSegLib.cli import build_parser
+
+    args = process.segment_arguments("/data/ct.nrrd", "/tmp/out", model="m1", device="GPU",
+                                         uptake_path="/data/pet.nrrd")
+    ns = build_parser().parse_args(args)
+    assert (ns.command, ns.input, ns.output, ns.model, ns.device, ns.uptake, ns.progress, ns.overwrite) == \
+        ("segment", "/data/ct.nrrd", "/tmp/out", "m1", "cuda", "/data/pet.nrrd", "json", True)
+    assert "--model" not in process.segment_arguments("a", "b")
+
+
+def test_box_argument_format_and_cli_support():
+    args = process.segment_arguments("ct.nrrd", "out", box_lps=[-90, -120.5, -250, 110, 80, 0.004])
+    i = args.index("--box")
+    assert args[i + 1:i + 7] == ["-90.00", "-120.50", "-250.00", "110.00", "80.00", "0.00"]
+    with pytest.raises(ValueError):
+        process.format_box([0, 0, 0, -1, 1, 1])
+    caps = process.cli_capabilities()
+    if caps.box:  # once the CLI has --box, the module's form must parse
+        from GlandSegLib.cli import build_parser
+
+        build_parser().parse_args(args)
+
+
+def test_cli_capabilities_read_from_the_parser():
+    caps = process.cli_capabilities()
+    assert {"segment", "models"} <= caps.commands
+    assert {"--device", "--model", "--uptake", "--progress", "--overwrite"} <= caps.segment_options
+
+
+def test_progress_protocol_from_the_real_progress_class():
+    from GlandSegLib.progress import Progress
+
+    stream = io.StringIO()
+    p = Progress("json", stream=stream)
+    p.start("read", "reading CT")
+    p.start("inference", "nnU-Net on cpu")
+    p.update(0.5, "tile 3/6")
+    p.log("left parotid gland lies on the patient's right: possible left/right swap")
+    p.done("wrote out")
+    buf = process.LineBuffer()
+    text = stream.getvalue()
+    lines = buf.feed(text[:17]) + buf.feed(text[17:]) + buf.flush()  # split mid-line on purpose
+    events = [process.parse_line(ln) for ln in lines]
+    kinds = [e.kind for e in events]
+    assert kinds == ["progress", "progress", "progress", "warning", "progress"]
+    fractions = [e.fraction for e in events if e.kind == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert events[2].stage == "inference" and events[2].message == "tile 3/6"
+    assert "swap" in events[3].message
+
+
+@pytest.mark.parametrize("line, kind", [
+    ('{"glandseg_pgid": 4242}', "pgid"),
+    ("plain text from a library", "text"),
+    ('{"fraction": "nan?"}', "text"),
+    ("{not json", "text"),
+    ("[1, 2]", "text"),
+])
+def test_parse_line_other_lines(line, kind):
+    assert process.parse_line(line).kind == kind
+
+
+def test_error_message_prefers_the_cli_line():
+    assert process.error_message(7, ["Traceback...", "error: model 'x' not found (installed models: none)"]) == \
+        "model 'x' not found (installed models: none)"
+    assert process.error_message(2, ["usage: glandseg segment [-h] ...",
+                                     "glandseg segment: error: the following arguments are required: -o/--output"]) == \
+        "the following arguments are required: -o/--output"
+    assert "no head" in process.error_message(6, [])
+    assert "exit code 99" in process.error_message(99, [])
+
+
+def test_report_warnings_put_swaps_first(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps({"warnings": [
+        "left lacrimal gland not found", "right parotid gland ...: possible left/right swap", "left lacrimal gland not found"]}))
+    w = process.report_warnings(process.read_report(tmp_path))
+    assert w == ["right parotid gland ...: possible left/right swap", "left lacrimal gland not found"]
+    assert process.read_report(tmp_path / "nowhere") == {}
+
+
+def test_list_models_installed_before_shipped(tmp_path, monkeypatch):
+    from GlandSegLib import models
+
+    home = Path(os.environ["GLANDSEG_HOME"])
+    (home / "models" / "zeta").mkdir(parents=True)
+    (home / "models" / "alpha").mkdir(parents=True)
+    shipped = tmp_path / "shipped"
+    (shipped / "alpha").mkdir(parents=True)
+    (shipped / models.DEFAULT_MODEL).mkdir(parents=True)
+    monkeypatch.setattr(models, "model_roots", lambda: [home / "models", shipped])
+    entries = process.list_models()
+    assert [(e.name, e.origin) for e in entries] == [
+        (models.DEFAULT_MODEL, "shipped"), ("alpha", "installed"), ("zeta", "installed")]
+    assert entries[1].label == "alpha (installed)"
+
+
+def test_child_environment_keeps_existing_pythonpath():
+    env = process.child_environment({"PYTHONPATH": "/slicer/lib"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(process.lib_parent()), "/slicer/lib"]
+    assert process.lib_parent() == REPO
+
+
+@pytest.fixture(scope="module")
+def phantom_ct(tmp_path_factory) -> Path:
+    import SimpleITK as sitk
+    from GlandSegLib.phantom import make_phantom
+
+    path = tmp_path_factory.mktemp("phantom") / "ct.nrrd"
+    sitk.WriteImage(make_phantom(1, spacing=(2.0, 2.0, 3.0)).ct, str(path))
+    return path
+
+
+def test_run_cli_reports_progress_then_the_cli_error(phantom_ct, tmp_path):
+    """The real `glandseg segment` with the module's arguments: whatever progress arrives comes
+    in stage order, and the failure ends as a GlandSegRunError with the CLI's message and code."""
+    events: list[process.Event] = []
+    args = process.segment_arguments(phantom_ct, tmp_path / "out", model="no-such-model-for-tests", device="cpu")
+    with pytest.raises(process.GlandSegRunError) as err:
+        process.run_cli(args, on_event=events.append, timeout_s=300)
+    assert err.value.exit_code == 7
+    assert "no-such-model-for-tests" in str(err.value) and "not found" in str(err.value)
+    from GlandSegLib.progress import STAGES
+
+    order = [name for name, _weight in STAGES]
+    stages = [e.stage for e in events if e.kind == "progress"]
+    assert stages == sorted(stages, key=order.index)
+    assert not (tmp_path / "out" / "glands.seg.nrrd").exists()
+
+
+def test_run_cli_success_and_usage_error(tmp_path):
+    result = process.run_cli(["models"], timeout_s=120)
+    assert result.exit_code == 0
+    with pytest.raises(process.GlandSegRunError) as err:  # argparse: missing -o
+        process.run_cli(["segment", str(tmp_path / "ct.nrrd")], timeout_s=120)
+    assert err.value.exit_code == 2 and str(err.value).startswith("the following arguments are required")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process groups are POSIX")
+def test_cancel_stops_the_cli_and_its_process_group(tmp_path):
+    """Cancel = SIGTERM to the child's process group: the CLI exits through its own handler
+    (`error: cancelled`), writes nothing, and no process of the group survives."""
+    cancel = threading.Event()
+    pgids: list[int] = []
+    out = tmp_path / "ph"
+    real_parse = process.parse_line
+
+    def spy(line: str):
+        ev = real_parse(line)
+        if ev.kind == "pgid":
+            pgids.append(ev.pgid)
+        return ev
+
+    def trigger():
+        deadline = time.monotonic() + 60
+        while not pgids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3.0)  # past interpreter start-up: the CLI's SIGTERM handler is installed
+        cancel.set()
+
+    process.parse_line = spy
+    try:
+        threading.Thread(target=trigger, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(process.GlandSegRunError) as err:
+            process.run_cli(["phantom", "-o", str(out), "--field", "wholebody"], cancel=cancel, timeout_s=120)
+    finally:
+        process.parse_line = real_parse
+    assert err.value.cancelled
+    assert "error: cancelled" in err.value.log  # the CLI's own SIGTERM path, exit 130
+    assert time.monotonic() - t0 < 25, "cancel took too long (the wholebody phantom takes ~30 s)"
+    assert not (out / "ct.nii.gz").exists()
+    assert pgids and pgids[0] != os.getpgrp()
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgids[0], 0)
+
+
+# ----------------------------------------------------------------------------- end to end (slow)
+
+def _available_model() -> str | None:
+    try:
+        entries = process.list_models()
+    except Exception:
+        return None
+    return entries[0].name if entries else None
+
+
+@pytest.mark.slow
+def test_console_flow_under_slicer_core(phantom_ct, tmp_path):
+    """What GlandSegLogic.segment does, with slicer-core instead of the application:
+    volume node -> temp file -> `glandseg segment` -> .seg.nrrd into a segmentation node."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+    import SimpleITK as sitk
+
+    from GlandSegSlicerLib import nodes as N
+
+    model = _available_model()
+    if model is None:
+        pytest.skip("no GlandSeg model installed or shipped in Resources/models")
+    scene = slicer.vtkMRMLScene()
+    ct_node = N.add_volume_from_sitk(scene, sitk.ReadImage(str(phantom_ct)), "ct")
+    ct_path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(N.volume_to_sitk(ct_node), str(ct_path))
+    args = process.segment_arguments(ct_path, tmp_path / "out", model=model, device="cpu")
+    process.run_cli(args, timeout_s=3600)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "glands")
+    N.load_seg_nrrd(tmp_path / "out" / "glands.seg.nrrd", seg, ct_node)
+    assert seg.GetSegmentation().GetNumberOfSegments() == 6
+    rows = N.table_rows(N.compute_statistics(seg, ct_node))
+    report = process.read_report(tmp_path / "out")
+    for row, rep in zip(rows, report["glands"], strict=True):
+        assert row["Volume"] == pytest.approx(rep["volume_ml"], abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- GlandSegLogic under slicer-core
+
+@pytest.fixture
+def glandseg_module(monkeypatch, tmp_path):
+    """GlandSeg.py imported under slicer-core, with stand-ins for what only the application
+    has (qt, ctk, ScriptedLoadableModule base classes, slicer.app, slicer.mrmlScene).
+    The Logic's own code runs for real; the Widget is not exercised here."""
+    import importlib
+    import types
+
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+    class _Base:
+        def __init__(self, *args, **kwargs):
+            pass
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+                 "ScriptedLoadableModuleWidget"):
+        setattr(slm, name, type(name, (_Base,), {}))
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "qt", types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
+    temp = tmp_path / "slicer-temp"
+    temp.mkdir()
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(temp), connect=lambda *a: True), raising=False)
+    scene = slicer.vtkMRMLScene()
+    from GlandSegSlicerLib import nodes
+
+    nodes.segmentations_logic(scene)  # as in the application: subject hierarchy exists from the start
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.delitem(sys.modules, "GlandSeg", raising=False)
+    module = importlib.import_module("GlandSeg")
+    yield types.SimpleNamespace(module=module, scene=scene, temp=temp, slicer=slicer)
+    sys.modules.pop("GlandSeg", None)
+    scene.Clear(1)
+
+
+def _node_ids(scene) -> list[str]:
+    return [f"{scene.GetNthNode(i).GetClassName()}:{scene.GetNthNode(i).GetID()}" for i in range(scene.GetNumberOfNodes())]
+
+
+def _ct_node(env, geometry_seed: int = 0):
+    import SimpleITK as sitk
+
+    from GlandSegSlicerLib import nodes as N
+
+    arr = __import__("numpy").random.default_rng(geometry_seed).integers(-200, 200, (12, 24, 30)).astype("int16")
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((1.0, 1.2, 2.0))
+    img.SetOrigin((-15.0, -14.0, 3.0))
+    return N.add_volume_from_sitk(env.scene, img, "ct"), img
+
+
+def _fake_run(env, ct_node, ct_img, outdir: Path, warnings: list[str]):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from GlandSegLib.segfile import write_seg_nrrd
+
+    arr = np.zeros(sitk.GetArrayViewFromImage(ct_img).shape, np.uint8)
+    for g in GLANDS:
+        arr[1 + g.label, 3:6, (2 if g.side == "R" else 20):(6 if g.side == "R" else 25)] = g.label
+    labels = sitk.GetImageFromArray(arr)
+    labels.CopyInformation(ct_img)
+    outdir.mkdir(parents=True)
+    write_seg_nrrd(sitk.RegionOfInterest(labels, [28, 22, 10], [1, 1, 1]), outdir / "glands.seg.nrrd")
+    (outdir / "report.json").write_text(json.dumps({"glandseg_version": "0.1.0", "model": {"name": "m"}, "device": "cpu",
+                                                   "warnings": warnings}))
+    return env.module.GlandSegRun(outdir.parent, outdir, [], ct_node.GetID(), None), labels
+
+
+def test_logic_loads_results_into_a_new_segmentation(glandseg_module, tmp_path):
+    import SimpleITK as sitk
+
+    from GlandSegSlicerLib import nodes as N
+
+    env = glandseg_module
+    ct_node, ct_img = _ct_node(env)
+    run, labels = _fake_run(env, ct_node, ct_img, tmp_path / "run" / "out",
+                            ["left lacrimal gland not found", "right parotid gland ...: possible left/right swap"])
+    logic = env.module.GlandSegLogic()
+    seg = logic.loadResults(run)
+    assert seg.GetName() == "ct glands"
+    assert seg.GetSegmentation().GetNumberOfSegments() == 6
+    assert seg.GetNodeReference(env.slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is ct_node
+    __import__("numpy").testing.assert_array_equal(sitk.GetArrayFromImage(N.segmentation_to_labelmap(seg, ct_node)),
+                                  sitk.GetArrayFromImage(labels))
+    table = logic.statisticsTableNode(seg)
+    assert [r["Gland"] for r in N.table_rows(table)] == [g.name for g in GLANDS]
+    assert logic.lastWarnings[0].endswith("possible left/right swap")
+    assert seg.GetAttribute("GlandSeg.model") == "m"
+    assert logic.updateStatistics(seg) is table  # recompute reuses the table
+
+
+def test_logic_replaces_segments_of_a_chosen_node(glandseg_module, tmp_path):
+    env = glandseg_module
+    ct_node, ct_img = _ct_node(env)
+    run, _labels = _fake_run(env, ct_node, ct_img, tmp_path / "run" / "out", [])
+    target = env.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    target.GetSegmentation().AddEmptySegment("x", "old", [1, 0, 0])
+    seg = env.module.GlandSegLogic().loadResults(run, target)
+    assert seg is target and seg.GetName() == "mine"
+    assert target.GetSegmentation().GetSegment("x") is None
+
+
+def test_logic_failed_load_leaves_the_scene_unchanged(glandseg_module, tmp_path):
+    env = glandseg_module
+    ct_node, _ = _ct_node(env)
+    (tmp_path / "run" / "out").mkdir(parents=True)
+    run = env.module.GlandSegRun(tmp_path / "run", tmp_path / "run" / "out", [], ct_node.GetID(), None)
+    before = _node_ids(env.scene)
+    with pytest.raises(RuntimeError):
+        env.module.GlandSegLogic().loadResults(run)
+    assert _node_ids(env.scene) == before
+
+
+def test_logic_prepare_run_writes_what_the_user_sees(glandseg_module):
+    import SimpleITK as sitk
+
+    from GlandSegLib.cli import build_parser
+
+    env = glandseg_module
+    ct_node, ct_img = _ct_node(env)
+    uptake_node, _ = _ct_node(env, 1)
+    logic = env.module.GlandSegLogic()
+    run = logic.prepareRun(ct_node, model="m1", device="cpu", uptakeNode=uptake_node)
+    try:
+        ns = build_parser().parse_args(run.args)
+        written = sitk.ReadImage(ns.input)
+        assert written.GetSize() == ct_img.GetSize()
+        __import__("numpy").testing.assert_allclose(written.GetOrigin(), ct_img.GetOrigin())
+        assert Path(ns.uptake).is_file() and ns.model == "m1" and ns.device == "cpu"
+        assert run.workdir.parent == env.temp
+    finally:
+        run.cleanup()
+    assert not run.workdir.exists()
+    roi = env.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    if not logic.capabilities().box:
+        with pytest.raises(RuntimeError, match="--box"):
+            logic.prepareRun(ct_node, roiNode=roi)
+    assert list(env.temp.iterdir()) == []
+
+
+def test_logic_segment_failure_leaves_scene_unchanged(glandseg_module):
+    """The console API with a model that does not exist: the CLI's message comes back,
+    the scene and Slicer's temporary folder are left as they were."""
+    from GlandSegLib.phantom import make_phantom
+
+    from GlandSegSlicerLib import nodes as N
+
+    env = glandseg_module
+    ct_node = N.add_volume_from_sitk(env.scene, make_phantom(4, spacing=(2.0, 2.0, 3.0)).ct, "ct")
+    before = _node_ids(env.scene)
+    events: list[process.Event] = []
+    with pytest.raises(process.GlandSegRunError) as err:
+        env.module.GlandSegLogic().segment(ct_node, model="no-such-model-for-tests", device="cpu",
+                                           progressCallback=events.append, timeoutSeconds=300)
+    assert err.value.exit_code == 7 and "no-such-model-for-tests" in str(err.value)
+    assert all(e.kind in ("progress", "warning", "text") for e in events)
+    assert _node_ids(env.scene) == before
+    assert list(env.temp.iterdir()) == []
+
+
+def test_logic_show_head_box_adds_an_roi(glandseg_module):
+    from GlandSegLib.headbox import locate_head
+    from GlandSegLib.phantom import make_phantom
+
+    from GlandSegSlicerLib import nodes as N
+
+    env = glandseg_module
+    ct = make_phantom(3, spacing=(2.0, 2.0, 3.0)).ct
+    node = N.add_volume_from_sitk(env.scene, ct, "ct")
+    roi, box = env.module.GlandSegLogic().showHeadBox(node)
+    assert roi.GetClassName() == "vtkMRMLMarkupsROINode" and roi.GetScene() is env.scene
+    expected = locate_head(ct)
+    __import__("numpy").testing.assert_allclose(N.roi_to_box(roi).lower, expected.lower, atol=1e-6)
+    again, _ = env.module.GlandSegLogic().showHeadBox(node, roi)
+    assert again is roi
