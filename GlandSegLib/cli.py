@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import CancelledError, GlandSegError
+from .errors import CancelledError, GlandSegError, InvalidInputError
 
 INTERNAL_ERROR = 70
 
@@ -25,6 +25,8 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--locator", default="fast", choices=("fast", "totalsegmentator"))
+    p.add_argument("--box", type=float, nargs=6, default=None, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+                   help="use this head box (LPS mm) instead of the locator, e.g. one adjusted in Slicer")
     p.add_argument("--series", default=None, metavar="UID", help="DICOM series instance UID when the folder holds several CTs")
     p.add_argument("--uptake", default=None, metavar="IMAGE", help="PET/SPECT image: adds uptake statistics per gland")
     p.add_argument("--overwrite", action="store_true", help="replace existing results in the output folder")
@@ -52,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_segment(sub)
     _add_phantom(sub)
-    sub.add_parser("models", help="list installed and shipped models")
+    m = sub.add_parser("models", help="list installed and shipped models, or remove an installed one")
+    m.add_argument("action", nargs="?", default="list", choices=("list", "remove"))
+    m.add_argument("name", nargs="?", help="model to remove")
+    i = sub.add_parser("install-model", help="install a model from an exported zip or an nnU-Net results folder")
+    i.add_argument("source", help="model .zip, or a folder with dataset.json, plans.json and fold_*/")
+    i.add_argument("--name", default=None, help="name to install under (default: from the model)")
+    i.add_argument("--overwrite", action="store_true", help="replace an installed model of the same name")
+    i.add_argument("--trust-model", action="store_true", help="allow checkpoints that need more than plain weights (runs their code!)")
     return parser
 
 
@@ -67,9 +76,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .progress import Progress
 
     progress = Progress(_progress_mode(args.progress))
+    box = None
+    if args.box is not None:
+        from .geometry import PhysicalBox
+
+        try:
+            box = PhysicalBox(args.box[:3], args.box[3:])
+        except ValueError:
+            raise InvalidInputError(f"--box needs min < max on every axis, got {args.box}") from None
     result = segment(args.input, args.output, model=args.model, device=args.device, locator=args.locator,
                      overwrite=args.overwrite, series_uid=args.series, uptake_path=args.uptake,
-                     trust_model=args.trust_model, progress=progress)
+                     trust_model=args.trust_model, progress=progress, box=box)
     if progress.mode != "json":
         print(f"wrote {result.outdir}")
         for row in result.report["glands"]:
@@ -94,8 +111,28 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(_args: argparse.Namespace) -> int:
+def cmd_install_model(args: argparse.Namespace) -> int:
+    from .install import install_model
+    from .models import load_model_info
+
+    target = install_model(args.source, args.name, overwrite=args.overwrite, trust=args.trust_model)
+    info = load_model_info(str(target))
+    print(f"installed {info.name} in {target}")
+    for w in info.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
     from .models import load_model_info, model_roots
+
+    if args.action == "remove":
+        from .install import remove_model
+
+        if not args.name:
+            raise InvalidInputError("glandseg models remove NAME: give the model's name")
+        print(f"removed {remove_model(args.name)}")
+        return 0
 
     for root in model_roots():
         if not root.is_dir():
@@ -113,7 +150,7 @@ def cmd_models(_args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"segment": cmd_segment, "phantom": cmd_phantom, "models": cmd_models}
+    handlers = {"segment": cmd_segment, "phantom": cmd_phantom, "models": cmd_models, "install-model": cmd_install_model}
 
     def on_term(_signum, _frame):  # Cancel from the Slicer panel sends SIGTERM
         raise CancelledError("cancelled")

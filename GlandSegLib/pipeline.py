@@ -18,8 +18,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from . import __version__
-from .errors import OutputExistsError
-from .geometry import crop, model_grid, paste, resample_to
+from .errors import InvalidInputError, OutputExistsError
+from .geometry import PhysicalBox, crop, image_bounds, model_grid, paste, resample_to
 from .glands import GLANDS
 from .headbox import HeadBox, locate_head
 from .imageio import read_ct, read_image_file, write_image_atomic
@@ -48,7 +48,14 @@ def check_outdir(outdir: Path, overwrite: bool) -> None:
         raise OutputExistsError(f"{outdir} already holds GlandSeg results ({', '.join(existing)}); use --overwrite to replace them")
 
 
-def find_head(image: sitk.Image, locator: str) -> HeadBox:
+def find_head(image: sitk.Image, locator: str, box: PhysicalBox | None = None) -> HeadBox:
+    """The head box: the user's own (e.g. adjusted in Slicer) or a locator's."""
+    if box is not None:
+        try:
+            inside = box.intersect(image_bounds(image))
+        except ValueError:
+            raise InvalidInputError("the given --box lies outside the image") from None
+        return HeadBox(inside.lower, inside.upper, midline_x=float(box.center[0]), method="user")
     if locator == "fast":
         return locate_head(image)
     if locator == "totalsegmentator":
@@ -71,24 +78,25 @@ def segment(
     trust_model: bool = False,
     progress: Progress | None = None,
     predictor: GlandPredictor | None = None,
+    box: PhysicalBox | None = None,
 ) -> SegmentResult:
     progress = progress or Progress("none")
     outdir = Path(outdir)
     check_outdir(outdir, overwrite)
     t0 = time.perf_counter()
+    info = predictor.info if predictor is not None else load_model_info(model)  # fail fast on a bad model
 
     progress.start("read", "reading CT")
     loaded = read_ct(input_path, series_uid)
     ct = loaded.image
     uptake = read_image_file(Path(uptake_path)) if uptake_path else None
 
-    progress.start("locate", f"locating the head ({locator})")
-    box = find_head(ct, locator)
+    progress.start("locate", "using the given head box" if box is not None else f"locating the head ({locator})")
+    box = find_head(ct, locator, box)
 
     progress.start("load-model", "loading model")
     if predictor is None:
-        predictor = GlandPredictor(load_model_info(model), device, trust_model=trust_model)
-    info = predictor.info
+        predictor = GlandPredictor(info, device, trust_model=trust_model)
     for w in info.warnings:
         progress.log(w)
 
@@ -130,7 +138,7 @@ def segment(
         "model": {"name": info.name, "folder": str(info.folder), "configuration": info.configuration,
                   "spacing_mm": info.spacing_xyz, "folds": info.folds},
         "device": predictor.device,
-        "locator": locator,
+        "locator": "user box" if box.method == "user" else locator,
         "glands": glands,
         "warnings": [w for row in glands for w in row["warnings"]] + list(info.warnings),
     }
