@@ -200,6 +200,13 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> LoadedCT:
     return LoadedCT(_to_int16(image), str(p), series)
 
 
+def _file_mode() -> int:
+    """Permissions a plain open() would give (mkstemp's 0600 would hide results from colleagues)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
     """Write next to the target, then rename: a reader never sees a half-written file."""
     path = Path(path)
@@ -209,6 +216,7 @@ def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> 
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, compress)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -222,6 +230,7 @@ def write_bytes_atomic(data: bytes, path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

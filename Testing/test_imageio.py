@@ -133,3 +133,13 @@ def test_bad_header_geometry_is_refused(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     write_image_atomic(_ct(), tmp_path / "out" / "x.nii.gz")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["x.nii.gz"]
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    write_image_atomic(_ct(), tmp_path / "y.nrrd")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "y.nrrd").stat().st_mode) == 0o666 & ~mask
