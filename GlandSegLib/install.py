@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from .checkpoint import load_checkpoint
 from .errors import InputNotFoundError, ModelError, OutputExistsError
-from .models import METADATA, glandseg_home, load_model_info, sha256_file
+from .models import METADATA, file_table, glandseg_home, load_model_info
 
 MAX_UNPACKED_BYTES = 4 * 2**30
 MAX_ENTRIES = 10_000
@@ -154,8 +154,7 @@ def install_model(source: str | Path, name: str | None = None, *, overwrite: boo
         meta = dict(prior)
         meta.update({"format": 1, "name": model_name, "configuration": _configuration_of(src, built, folds), "folds": folds,
                      "checkpoint": "checkpoint_final.pth", "installed_from": source.name})
-        meta["files"] = {p.relative_to(built).as_posix(): sha256_file(p) for p in sorted(built.rglob("*"))
-                         if p.is_file() and p.name != METADATA}
+        meta["files"] = file_table(built)
         (built / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
         load_model_info(str(built))  # labels map, configuration exists, checksums hold
         if target.exists():

@@ -102,10 +102,22 @@ def resolve_model_folder(model: str | None) -> Path:
     raise ModelError(f"model {name!r} not found (installed models: {known})")
 
 
+def file_table(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in a model folder but the index itself, by POSIX relative path."""
+    root = Path(folder)
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() != METADATA}
+
+
 def verify_checksums(folder: Path, metadata: dict) -> None:
+    """Every listed file present and unchanged, and no unlisted file beside them."""
     files = metadata.get("files")
     if not isinstance(files, dict) or not files:
         raise ModelError(f"{folder / METADATA} lists no file checksums")
+    extra = sorted(set(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                       if p.is_file() and p.name != METADATA) - set(files))
+    if extra:
+        raise ModelError(f"{folder} holds files not in its checksum list (added after installation?): {', '.join(extra)}")
     for rel, digest in files.items():
         target = (folder / rel).resolve()
         if folder.resolve() not in target.parents:
