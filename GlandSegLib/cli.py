@@ -32,6 +32,8 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing results in the output folder")
     p.add_argument("--trust-model", action="store_true", help="allow a checkpoint that needs more than plain weights (runs its code!)")
     p.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="record the input path and the patient's name, ID and birth date in the report (off: a hash and UIDs only)")
 
 
 def _add_phantom(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +88,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--box needs min < max on every axis, got {args.box}") from None
     result = segment(args.input, args.output, model=args.model, device=args.device, locator=args.locator,
                      overwrite=args.overwrite, series_uid=args.series, uptake_path=args.uptake,
-                     trust_model=args.trust_model, progress=progress, box=box)
+                     trust_model=args.trust_model, progress=progress, box=box, keep_identifiers=args.keep_identifiers)
     if progress.mode != "json":
         print(f"wrote {result.outdir}")
         for row in result.report["glands"]:

@@ -87,7 +87,7 @@ def _choose_series(series: list[DicomSeries], uid: str | None, folder: Path) -> 
 
 def _check_slices(s: DicomSeries) -> None:
     """Refuse duplicate or missing slices: SimpleITK would silently stack them wrongly."""
-    positions, normal = [], None
+    positions, normal, points = [], None, []
     for f in s.files:
         r = sitk.ImageFileReader()
         r.SetFileName(f)
@@ -103,8 +103,16 @@ def _check_slices(s: DicomSeries) -> None:
         elif not np.allclose(n, normal, atol=1e-3):
             raise InvalidInputError(f"series {s.uid} mixes slice orientations")
         positions.append(float(np.dot(ipp, normal)))
+        points.append(ipp)
     if len(positions) < 2:
         raise InvalidInputError(f"series {s.uid} has a single slice: a 3D CT is needed")
+    order = np.argsort(positions)
+    steps = np.diff(np.array(points)[order], axis=0)
+    along = steps @ normal
+    sideways = np.linalg.norm(steps - np.outer(along, normal), axis=1)
+    if np.any(sideways > 0.01 * np.maximum(np.abs(along), 1e-3) + 1e-3):
+        raise InvalidInputError(
+            f"series {s.uid} is acquired with gantry tilt (slices are sheared); reconstruct it without tilt, or resample it first")
     pos = np.sort(np.array(positions))
     gaps = np.diff(pos)
     if np.any(gaps < 1e-3):

@@ -8,6 +8,7 @@ hidden folder and moved into place only when everything succeeded.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -79,6 +80,7 @@ def segment(
     progress: Progress | None = None,
     predictor: GlandPredictor | None = None,
     box: PhysicalBox | None = None,
+    keep_identifiers: bool = False,
 ) -> SegmentResult:
     progress = progress or Progress("none")
     outdir = Path(outdir)
@@ -130,10 +132,9 @@ def segment(
             progress.log(w)
     report = {
         "glandseg_version": __version__,
-        "input": str(input_path),
+        **_input_identity(input_path, loaded.series, keep_identifiers),
         "input_geometry": {"size": list(ct.GetSize()), "spacing_mm": [round(s, 4) for s in ct.GetSpacing()],
                            "origin_lps_mm": [round(o, 3) for o in ct.GetOrigin()], "direction": [round(d, 6) for d in ct.GetDirection()]},
-        "dicom_series_uid": loaded.series.uid if loaded.series else None,
         "crop_box": box.to_dict(),
         "model": {"name": info.name, "folder": str(info.folder), "configuration": info.configuration,
                   "spacing_mm": info.spacing_xyz, "folds": info.folds},
@@ -144,6 +145,23 @@ def segment(
     }
     _write_outputs(outdir, report, labels_full, labels_crop, ct_crop, progress, t0)
     return SegmentResult(outdir, report, labels_full)
+
+
+PATIENT_TAGS = {"0010|0010": "patient_name", "0010|0020": "patient_id", "0010|0030": "patient_birth_date", "0008|0020": "study_date"}
+
+
+def _input_identity(input_path: str | Path, series, keep: bool) -> dict:
+    """Reports travel (e-mail, dose systems): without --keep-identifiers they name the input
+    only by a hash of its path and its DICOM UIDs, never by patient name or birth date."""
+    ident: dict = {"dicom_series_uid": series.uid if series else None,
+                   "dicom_study_uid": series.tags.get("0020|000d") if series else None}
+    if keep:
+        ident["input"] = str(input_path)
+        if series:
+            ident["patient"] = {v: series.tags.get(k) for k, v in PATIENT_TAGS.items()}
+    else:
+        ident["input_path_sha256"] = hashlib.sha256(str(Path(input_path).resolve()).encode()).hexdigest()[:16]
+    return ident
 
 
 def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_crop: sitk.Image,

@@ -13,7 +13,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 def write_ct_series(image: sitk.Image, folder: Path, *, series_uid: str | None = None, modality: str = "CT",
                     patient_name: str = "Test^Patient", description: str = "test CT", study_uid: str | None = None,
-                    skip_slices: tuple[int, ...] = (), duplicate_slice: int | None = None) -> str:
+                    skip_slices: tuple[int, ...] = (), duplicate_slice: int | None = None,
+                    tilt_mm_per_slice: float = 0.0) -> str:
+    """`tilt_mm_per_slice` shifts each slice along y, as a gantry-tilted acquisition does."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
@@ -43,7 +45,8 @@ def write_ct_series(image: sitk.Image, folder: Path, *, series_uid: str | None =
         ds.SeriesDescription = description
         ds.SeriesNumber = 1
         ds.InstanceNumber = n + 1
-        ds.ImagePositionPatient = [float(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
+        ipp = np.array(image.TransformIndexToPhysicalPoint((0, 0, k))) + np.array([0.0, tilt_mm_per_slice * k, 0.0])
+        ds.ImagePositionPatient = [float(v) for v in ipp]
         ds.ImageOrientationPatient = [float(v) for v in iop]
         ds.PixelSpacing = [float(sy), float(sx)]
         ds.SliceThickness = float(sz)

@@ -80,6 +80,12 @@ def test_inconsistent_dicom_slices_are_refused(tmp_path, kind):
         read_ct(tmp_path / "bad")
 
 
+def test_gantry_tilt_is_refused(tmp_path):
+    write_ct_series(_ct(), tmp_path / "tilt", tilt_mm_per_slice=0.9)
+    with pytest.raises(InvalidInputError, match="gantry tilt"):
+        read_ct(tmp_path / "tilt")
+
+
 def test_bad_inputs_get_one_line_errors(tmp_path):
     with pytest.raises(InputNotFoundError):
         read_ct(tmp_path / "nope.nii.gz")
