@@ -26,7 +26,7 @@ BODY_HU = -400.0
 BONE_HU = 250.0
 # Box around the glands relative to the inferior end of the enclosed cranium (mm).
 BELOW_SKULL_BASE_MM = 175.0
-ABOVE_SKULL_BASE_MM = 95.0
+ABOVE_SKULL_BASE_MM = 110.0  # lacrimal tops reach ~102 mm above it in the TCIA outlines
 HALF_WIDTH_MM = 100.0
 DEPTH_MM = 200.0
 # Box below the top of a body cut by the field of view.

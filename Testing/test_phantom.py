@@ -1,4 +1,7 @@
-"""The synthetic CT: deterministic, anatomically placed glands, CT-like HU, honest geometry.
+"""The synthetic CTs: deterministic, anatomically placed glands, CT-like HU, honest geometry.
+
+Two kinds: make_phantom (procedural anatomy) and make_phantom_from_outlines (real expert
+outlines from the TCIA set with a synthesized CT around them; needs shared/data).
 
 Positions are checked in physical LPS space (continuous index -> physical point), never with
 raw array indices, because the phantom's origin moves per seed and `reorient` changes the
@@ -13,7 +16,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from GlandSegLib.glands import BY_KEY, GLANDS, gland
-from GlandSegLib.phantom import VARIANTS, Phantom, make_phantom, no_head_phantom, reorient
+from GlandSegLib.headbox import locate_head
+from GlandSegLib.names import match_gland
+from GlandSegLib.phantom import (VARIANTS, Phantom, list_outline_cases, make_phantom, make_phantom_from_outlines,
+                                 no_head_phantom, outline_folder, read_outlines, reorient)
 
 SPACING = (2.0, 2.0, 2.0)
 # Realistic volumes (ml, expert outlines), tolerated +-40% for voxelisation and shape noise.
@@ -235,3 +241,161 @@ def test_no_head_phantom_has_no_brain_like_enclosed_region():
         area, hu = brain_enclosed_by_bone(a[k], px)
         assert area < 15.0 or not 15.0 < hu < 50.0, (k, area, hu)
     assert np.array_equal(a, sitk.GetArrayFromImage(no_head_phantom(3)))  # a copy: the image is a temporary
+
+
+# ---------------------------------------------------------------- phantoms from real expert outlines
+# Real anatomy from the TCIA outline set (shared/data/tcia-hn-labels): skipped where it is absent.
+FULL_CASE = "0522c0017"  # every organ outlined, all six glands
+CUT_CASE = "TCGA-CV-A6JY"  # left submandibular resected, scan cut through the skull, part of the mandible removed
+
+
+@pytest.fixture(scope="module")
+def outline_cases(shared_data) -> dict:
+    root = shared_data / "tcia-hn-labels"
+    if not root.is_dir():
+        pytest.skip(f"TCIA outline set not found at {root}")
+    return {c.name: c for c in list_outline_cases(root, "all")}
+
+
+@pytest.fixture(scope="module")
+def outline_head(outline_cases) -> Phantom:
+    return make_phantom_from_outlines(outline_cases[FULL_CASE], seed=0)
+
+
+def source_glands(case_dir, rater: str = "oncologist") -> tuple[sitk.Image, np.ndarray]:
+    """The expert's glands as one labelmap on the source lattice, cropped around them, and the
+    voxel count per label on the whole scan; read straight from the files, not through phantom.py."""
+    folder = case_dir.parent.parent / rater / case_dir.name / "segmentations"
+    masks, ref = {}, None
+    for f in sorted(folder.glob("*.nrrd")):
+        g = match_gland(f.stem)
+        if g is not None:
+            ref = sitk.ReadImage(str(f))
+            masks[g.label] = sitk.GetArrayFromImage(ref) > 0
+    union = np.any(list(masks.values()), axis=0)
+    lo = np.maximum([np.flatnonzero(union.any(axis=tuple(j for j in range(3) if j != k)))[0] - 2 for k in range(3)], 0)
+    hi = [np.flatnonzero(union.any(axis=tuple(j for j in range(3) if j != k)))[-1] + 3 for k in range(3)]
+    lab = np.zeros(tuple(np.subtract(hi, lo)), np.uint8)
+    counts = np.zeros(7, int)
+    for label, m in masks.items():
+        lab[m[tuple(slice(a, b) for a, b in zip(lo, hi))]] = label
+        counts[label] = int(m.sum())
+    img = sitk.GetImageFromArray(lab)
+    img.SetOrigin(ref.TransformIndexToPhysicalPoint([int(v) for v in lo[::-1]]))
+    img.SetSpacing(ref.GetSpacing())
+    return img, counts
+
+
+def on_grid(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8))
+
+
+def test_outline_cases_are_listed_and_both_raters_found(outline_cases, shared_data):
+    root = shared_data / "tcia-hn-labels"
+    assert len(list_outline_cases(root, "test")) == 28 and len(list_outline_cases(root, "validation")) == 7
+    case = outline_cases["0522c0659"]  # a case whose files use underscores (Parotid_Lt.nrrd)
+    for rater in ("oncologist", "radiographer"):
+        folder = outline_folder(case, rater)
+        assert folder.parts[-3:] == (rater, case.name, "segmentations")
+    assert sorted(read_outlines(outline_folder(case, "radiographer"), glands_only=True).glands) == [g.label for g in GLANDS]
+    with pytest.raises(ValueError):
+        make_phantom_from_outlines(case, rater="student")
+    with pytest.raises(ValueError):
+        make_phantom_from_outlines(case, field="legs")
+
+
+def test_outline_phantom_is_deterministic_and_leaves_the_source_alone(outline_cases, outline_head):
+    case = outline_cases[FULL_CASE]
+    files = sorted(outline_folder(case).glob("*.nrrd"))
+    before = [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    again = make_phantom_from_outlines(case, seed=0)
+    for a, b in ((again.ct, outline_head.ct), (again.labels, outline_head.labels)):
+        assert np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
+        assert a.GetOrigin() == b.GetOrigin() and a.GetSpacing() == b.GetSpacing()
+    other = make_phantom_from_outlines(case, seed=1)
+    assert not np.array_equal(sitk.GetArrayViewFromImage(other.ct)[:40], sitk.GetArrayViewFromImage(outline_head.ct)[:40])
+    assert volumes_ml(other.labels) == volumes_ml(outline_head.labels)  # the seed never changes the anatomy
+    assert [(f.stat().st_size, f.stat().st_mtime_ns) for f in files] == before
+
+
+def test_outline_phantom_grid_and_tissues(outline_head):
+    ph = outline_head
+    assert ph.ct.GetPixelID() == sitk.sitkInt16 and ph.labels.GetPixelID() == sitk.sitkUInt8
+    assert ph.ct.GetSpacing() == pytest.approx((0.98, 0.98, 2.5)) and ph.ct.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    a = sitk.GetArrayViewFromImage(ph.ct)
+    assert -1024 <= a.min() and a.max() <= 3071 and abs(np.median(a[:, :5, :5]) + 1000) < 30
+    for side in ("R", "L"):  # HU ranges of make_phantom: the parotid is the fattiest gland
+        parotid = mean_hu(ph, gland("parotid", side).label)
+        assert -60 < parotid < mean_hu(ph, gland("submandibular", side).label) < 80
+        assert parotid < mean_hu(ph, gland("lacrimal", side).label) < 80
+    body = (a > -400).mean(axis=(1, 2))
+    assert body[:-int(10 / ph.ct.GetSpacing()[2])].min() > 0.03  # one body from the neck to the top of the head
+    assert ((a > 1800).sum() * np.prod(ph.ct.GetSpacing()) / 1000) > 2.0  # teeth (and petrous bone): ml
+
+
+@pytest.mark.parametrize("case_name", [FULL_CASE, CUT_CASE])
+def test_outline_labels_are_the_source_voxels(outline_cases, outline_head, case_name):
+    case = outline_cases[case_name]
+    ph = outline_head if case_name == FULL_CASE else make_phantom_from_outlines(case, seed=2)
+    src, counts = source_glands(case)
+    assert ph.labels.GetSpacing() == pytest.approx(src.GetSpacing())
+    index = np.array(ph.labels.GetOrigin()) - np.array(src.GetOrigin())
+    assert np.allclose(index / np.array(src.GetSpacing()), np.rint(index / np.array(src.GetSpacing())), atol=1e-4)
+    assert np.array_equal(on_grid(ph.labels, src), sitk.GetArrayViewFromImage(src))  # voxel for voxel
+    got = np.bincount(sitk.GetArrayViewFromImage(ph.labels).ravel(), minlength=7)
+    assert np.array_equal(got[1:], counts[1:])  # and none anywhere else, none cut off by the field of view
+    if case_name == CUT_CASE:
+        assert counts[gland("submandibular", "L").label] == 0  # resected in the source: stays empty
+
+
+def test_outline_labels_survive_another_spacing(outline_cases):
+    """1 mm isotropic (a common model spacing) and back: the round trip through a coarser grid
+    loses what that grid cannot hold (lacrimal Dice ~0.9 at 1.2 x 1.2 x 2 mm, ~0.8 at 1.5 x 1.5 x 3)."""
+    case = outline_cases[FULL_CASE]
+    ph = make_phantom_from_outlines(case, seed=0, spacing=(1.0, 1.0, 1.0))
+    assert ph.labels.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
+    src, _ = source_glands(case)
+    back = on_grid(ph.labels, src)
+    ref = sitk.GetArrayViewFromImage(src)
+    for g in GLANDS:
+        a, b = back == g.label, ref == g.label
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.9, g.key
+
+
+def test_outline_left_glands_stay_on_the_patient_left(outline_head):
+    ph = outline_head
+    for variant in VARIANTS:
+        c = centroids(reorient(ph.labels, variant, is_label=True))
+        for organ in VOLUME_ML:
+            left, right = c[gland(organ, "L").label], c[gland(organ, "R").label]
+            assert left[0] > ph.midline_x > right[0], (variant, organ)
+
+
+def test_outline_skull_encloses_the_brain(outline_head):
+    ph = outline_head
+    c = centroids(ph.labels)
+    z_lac = np.mean([c[BY_KEY["lacrimal_r"].label][2], c[BY_KEY["lacrimal_l"].label][2]])
+    sp = ph.ct.GetSpacing()
+    for dz in (10.0, 25.0, 40.0):
+        area, hu = brain_enclosed_by_bone(axial_slice_at(ph.ct, z_lac + dz), sp[0] * sp[1])
+        assert area > 100.0 and 15.0 < hu < 50.0, (dz, area, hu)
+
+
+@pytest.mark.parametrize("case_name,field,kwargs", [
+    (FULL_CASE, "head", {}),
+    (FULL_CASE, "head", {"truncate_vertex_mm": 60.0}),
+    (CUT_CASE, "head", {}),
+    (CUT_CASE, "wholebody", {"spacing": (3.0, 3.0, 5.0)}),
+])
+def test_locator_finds_the_cranium_of_outline_phantoms(outline_cases, case_name, field, kwargs):
+    ph = make_phantom_from_outlines(outline_cases[case_name], seed=4, field=field, **kwargs)
+    box = locate_head(ph.ct)
+    assert box.method == "cranium"
+    a = sitk.GetArrayViewFromImage(ph.labels)
+    idx = np.argwhere(a > 0)[:, ::-1].astype(float)
+    pts = idx * np.array(ph.labels.GetSpacing()) + np.array(ph.labels.GetOrigin())
+    assert len(pts) and np.all((pts >= box.lower - 1e-6) & (pts <= box.upper + 1e-6))
+    assert abs(box.midline_x - ph.midline_x) < 10.0
+    if field == "wholebody":
+        assert ph.ct.GetSize()[2] * 5.0 == pytest.approx(1500.0, abs=10.0)
+        assert (sitk.GetArrayViewFromImage(ph.ct)[0] > -400).any(axis=0).sum() >= 2  # legs at the lower end
