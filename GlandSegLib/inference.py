@@ -9,6 +9,8 @@ imports torchvision. Mirroring is always off: left and right glands are differen
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Callable
 
 import numpy as np
@@ -63,9 +65,10 @@ class GlandPredictor:
             network.load_state_dict(parameters[0])
         except RuntimeError as exc:
             raise ModelError(f"checkpoint does not match the network in plans.json: {str(exc).splitlines()[0]}") from None
-        self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=False,
-                                         perform_everything_on_device=self.device == "cuda",
-                                         device=torch.device(self.device), verbose=False, allow_tqdm=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice on stdout
+            self.predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=False,
+                                             perform_everything_on_device=self.device == "cuda",
+                                             device=torch.device(self.device), verbose=False, allow_tqdm=False)
         self.predictor.manual_initialization(network, plans_manager, cfg, parameters, info.dataset_json,
                                              trainer_name, None)
         self._network = network

@@ -153,13 +153,23 @@ def load_model_info(model: str | None = None) -> ModelInfo:
     for f in folds:
         if not (folder / f"fold_{f}" / checkpoint).is_file():
             raise ModelError(f"{folder}: fold_{f}/{checkpoint} is missing")
-    configuration = metadata.get("configuration") or _configuration_from_folder_name(folder, plans)
+    configuration = metadata.get("configuration") or _configuration_from_checkpoint(folder / f"fold_{folds[0]}" / checkpoint) \
+        or _configuration_from_folder_name(folder, plans)
     configuration_dict(plans, configuration)
     label_map, warnings = map_model_labels(dataset_json.get("labels", {}))
     if not metadata:
         warnings.append(f"{folder} has no {METADATA}: files are not checksum-verified (install it with `glandseg install-model`)")
     return ModelInfo(folder, metadata.get("name", folder.name), configuration, folds, checkpoint,
                      dataset_json, plans, metadata, label_map, warnings)
+
+
+def _configuration_from_checkpoint(path: Path) -> str | None:
+    """nnU-Net records the configuration a checkpoint was trained with in its init_args."""
+    from .checkpoint import load_checkpoint
+
+    init_args = load_checkpoint(path).get("init_args") or {}
+    value = init_args.get("configuration") if isinstance(init_args, dict) else None
+    return str(value) if value else None
 
 
 def _configuration_from_folder_name(folder: Path, plans: dict) -> str:

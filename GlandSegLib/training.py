@@ -329,12 +329,15 @@ def plan_and_preprocess(
     num_processes: int | None = None,
     plans_identifier: str = PLANS_IDENTIFIER,
     progress: Progress = print,
+    preprocess: Sequence[str] | None = None,
 ) -> PlanResult:
     """Fingerprint, plan 3d_fullres, add the compact configuration, preprocess only that.
 
     spacing (mm) and patch_size (voxels) are in (x, y, z) order. The dataset's images must
     already be at `spacing` (see module docstring). Runs inside `folders` when given
     (entering nnunet_environment), else in the nnU-Net folders already set.
+    preprocess: the configurations to preprocess (default: only `configuration`); e.g.
+    ["3d_fullres"] to train nnU-Net's own configuration without preprocessing the compact one.
     """
     if configuration in ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"):
         raise ValueError(f"{configuration!r} is an nnU-Net default configuration; choose another name")
@@ -403,9 +406,10 @@ def plan_and_preprocess(
 
         pre = DefaultPreprocessor(verbose=False)
         pre.show_progress_bar = False
-        pre.run(dataset_id, configuration, plans_identifier, num_processes=n_proc)
+        for name in preprocess or [configuration]:
+            pre.run(dataset_id, name, plans_identifier, num_processes=n_proc)
         t3 = time.perf_counter()
-        progress(f"preprocessed {configuration}: {t3 - t2:.1f} s")
+        progress(f"preprocessed {', '.join(preprocess or [configuration])}: {t3 - t2:.1f} s")
 
     return PlanResult(
         dataset_name=dataset_name,
@@ -502,6 +506,7 @@ def train(
     n_proc_da: int = 0,
     torch_threads: int | None = None,
     plans_identifier: str = PLANS_IDENTIFIER,
+    oversample_foreground: float | None = None,
 ) -> TrainResult:
     """Train the stock nnUNetTrainerNoMirroring with a short schedule; return where it wrote.
 
@@ -512,6 +517,7 @@ def train(
 
     continue_training resumes from checkpoint_final, else checkpoint_latest, else
     checkpoint_best in the fold folder (nnU-Net's own order); with none, it starts anew.
+    oversample_foreground: share of patches centred on a gland (None: nnU-Net's 0.33).
     save_every: epochs between checkpoint_latest writes (nnU-Net's 50 is longer than a
     whole CPU schedule, which would make --continue useless).
     """
@@ -550,6 +556,10 @@ def train(
         trainer.num_iterations_per_epoch = int(iterations_per_epoch)
         trainer.num_val_iterations_per_epoch = n_val
         trainer.save_every = max(1, int(save_every))
+        if oversample_foreground is not None:
+            # nnU-Net's 0.33 suits 250k iterations; a short CPU schedule must see the small
+            # glands far more often or it never leaves the all-background plateau
+            trainer.oversample_foreground_percent = float(oversample_foreground)
 
         resumed_from = None
         if continue_training:

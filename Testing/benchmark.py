@@ -103,6 +103,49 @@ def run(slices: int, repeats: int, device: str, model: str | None, work: Path) -
     }
 
 
+OLD_BOX_MM = (600.0, 600.0, 375.0)  # the old pipeline's fixed box, centred on the skull
+
+
+def compare_old_box(slices: int, device: str, model: str | None, work: Path) -> dict:
+    """The same model on GlandSeg's head box and on the old pipeline's 600x600x375 mm box."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from GlandSegLib.geometry import PhysicalBox, model_grid
+    from GlandSegLib.glands import GLANDS
+    from GlandSegLib.headbox import locate_head
+    from GlandSegLib.imageio import read_ct
+    from GlandSegLib.inference import GlandPredictor
+    from GlandSegLib.metrics import dice
+    from GlandSegLib.models import load_model_info
+    from GlandSegLib.pipeline import segment
+
+    ct_path = make_ct(slices, work)
+    ct = read_ct(ct_path).image
+    head = locate_head(ct)
+    skull = np.array(head.details.get("skull_base_lps_mm", head.center))
+    half = np.array(OLD_BOX_MM) / 2
+    old = PhysicalBox(skull - half, skull + half)
+    predictor = GlandPredictor(load_model_info(model), device)
+    spacing = predictor.info.spacing_xyz
+    out: dict = {"model_spacing_mm": spacing}
+    labels = {}
+    for name, box in (("glandseg", None), ("old_box", old)):
+        prog = MeasuringProgress()
+        t0 = time.perf_counter()
+        res = segment(ct_path, work / f"cmp_{name}", predictor=predictor, device=device, overwrite=True, progress=prog, box=box)
+        prog.close()
+        used = PhysicalBox(res.report["crop_box"]["lower_lps_mm"], res.report["crop_box"]["upper_lps_mm"])
+        voxels = int(np.prod(model_grid(used, spacing).GetSize()))
+        out[name] = {"box_mm": [round(float(v), 1) for v in used.size], "voxels_through_network": voxels,
+                     "wall_s": round(time.perf_counter() - t0, 2), "inference_s": prog.timings.get("inference"),
+                     "peak_rss_mb": round(max(prog.peak_mb.values()), 1)}
+        labels[name] = sitk.GetArrayFromImage(res.labels)
+    out["voxel_ratio"] = round(out["old_box"]["voxels_through_network"] / out["glandseg"]["voxels_through_network"], 2)
+    out["dice_glandseg_vs_old_box"] = {g.key: dice(labels["glandseg"] == g.label, labels["old_box"] == g.label) for g in GLANDS}
+    return out
+
+
 def markdown(results: list[dict], machine: str) -> str:
     stages = list(results[0]["stage_s_median"])
     head = "| CT | " + " | ".join(stages) + " | total | peak RSS |\n|---|" + "---|" * (len(stages) + 2) + "\n"
@@ -120,6 +163,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=str(REPO / "out" / "bench"))
+    ap.add_argument("--compare-old-box", action="store_true", help="also run the old pipeline's 600x600x375 mm box on 512x512x1000")
     args = ap.parse_args()
     import torch
 
@@ -133,8 +177,16 @@ def main() -> int:
             res = run(n, args.repeats, args.device, args.model, Path(tmp))
             results.append(res)
             print(f"512x512x{n}: {res['wall_s_median']:.1f} s, peak RSS {res['peak_rss_mb'] / 1024:.2f} GB", flush=True)
-    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+        comparison = compare_old_box(1000, args.device, args.model, Path(tmp)) if args.compare_old_box else None
+    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "results": results, "old_box_comparison": comparison}, indent=2))
     table = markdown(results, machine)
+    if comparison:
+        g, o = comparison["glandseg"], comparison["old_box"]
+        table += ("\n| box | size (mm) | voxels through the network | inference | total | peak RSS |\n|---|---|---|---|---|---|\n"
+                  f"| GlandSeg head box | {' x '.join(map(str, g['box_mm']))} | {g['voxels_through_network']:,} | {g['inference_s']:.1f} s | {g['wall_s']:.1f} s | {g['peak_rss_mb'] / 1024:.2f} GB |\n"
+                  f"| old pipeline box | {' x '.join(map(str, o['box_mm']))} | {o['voxels_through_network']:,} | {o['inference_s']:.1f} s | {o['wall_s']:.1f} s | {o['peak_rss_mb'] / 1024:.2f} GB |\n\n"
+                  f"The old box sends {comparison['voxel_ratio']}x more voxels through the network. Dice between the two results: "
+                  + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in comparison["dice_glandseg_vs_old_box"].items()) + ".\n")
     (out / "benchmark.md").write_text(table)
     print(table)
     return 0
