@@ -1,13 +1,15 @@
 """`glandseg`: the command line. Every user error is one line and a distinct exit code.
 
 Exit codes: 0 ok, 2 usage, 3 input missing, 4 invalid input, 5 DICOM series choice needed,
-6 no head found, 7 model problem, 8 output exists, 9 missing dependency, 130 cancelled,
-70 internal error (a bug: please report it with the traceback printed by --debug).
+6 no head found, 7 model problem, 8 output exists, 9 missing dependency, 10 batch finished
+with failed cases, 130 cancelled, 70 internal error (a bug: please report it with the
+traceback printed by --debug).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -32,6 +34,8 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing results in the output folder")
     p.add_argument("--trust-model", action="store_true", help="allow a checkpoint that needs more than plain weights (runs its code!)")
     p.add_argument("--progress", default="auto", choices=("auto", "bar", "json", "none"))
+    p.add_argument("--dicom-out", action="store_true",
+                   help="DICOM input: also write a DICOM SEG and an RTSTRUCT that reference the source series")
     p.add_argument("--keep-identifiers", action="store_true",
                    help="record the input path and the patient's name, ID and birth date in the report (off: a hash and UIDs only)")
 
@@ -64,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--name", default=None, help="name to install under (default: from the model)")
     i.add_argument("--overwrite", action="store_true", help="replace an installed model of the same name")
     i.add_argument("--trust-model", action="store_true", help="allow checkpoints that need more than plain weights (runs their code!)")
+    from .workflow_cli import add_parsers  # prepare, train, export-model, evaluate, batch
+
+    add_parsers(sub)
     return parser
 
 
@@ -74,10 +81,20 @@ def _progress_mode(choice: str) -> str:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .pipeline import segment
     from .progress import Progress
 
-    progress = Progress(_progress_mode(args.progress))
+    mode = _progress_mode(args.progress)
+    if mode == "json":
+        # stdout carries only the JSON protocol; anything a library prints goes to stderr
+        progress = Progress(mode, stream=sys.stdout)
+        with contextlib.redirect_stdout(sys.stderr):
+            return _run_segment(args, progress)
+    return _run_segment(args, Progress(mode))
+
+
+def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
+    from .pipeline import segment
+
     box = None
     if args.box is not None:
         from .geometry import PhysicalBox
@@ -88,7 +105,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--box needs min < max on every axis, got {args.box}") from None
     result = segment(args.input, args.output, model=args.model, device=args.device, locator=args.locator,
                      overwrite=args.overwrite, series_uid=args.series, uptake_path=args.uptake,
-                     trust_model=args.trust_model, progress=progress, box=box, keep_identifiers=args.keep_identifiers)
+                     trust_model=args.trust_model, progress=progress, box=box, keep_identifiers=args.keep_identifiers,
+                     dicom_out=args.dicom_out)
     if progress.mode != "json":
         print(f"wrote {result.outdir}")
         for row in result.report["glands"]:
@@ -159,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        return handlers[args.command](args)
+        handler = handlers.get(args.command) or getattr(args, "workflow_handler")
+        return handler(args)
     except GlandSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

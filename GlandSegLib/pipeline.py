@@ -81,16 +81,25 @@ def segment(
     predictor: GlandPredictor | None = None,
     box: PhysicalBox | None = None,
     keep_identifiers: bool = False,
+    dicom_out: bool = False,
 ) -> SegmentResult:
+    """dicom_out: also write a DICOM SEG and an RTSTRUCT referencing the input series (dicom_out.py)."""
     progress = progress or Progress("none")
     outdir = Path(outdir)
     check_outdir(outdir, overwrite)
+    if dicom_out and not overwrite:
+        from .dicom_out import DICOM_OUTPUT_FILES
+
+        if any((outdir / f).exists() for f in DICOM_OUTPUT_FILES):
+            raise OutputExistsError(f"{outdir} already holds DICOM results; use --overwrite to replace them")
     t0 = time.perf_counter()
     info = predictor.info if predictor is not None else load_model_info(model)  # fail fast on a bad model
 
     progress.start("read", "reading CT")
     loaded = read_ct(input_path, series_uid)
     ct = loaded.image
+    if dicom_out and loaded.series is None:
+        raise InvalidInputError("--dicom-out needs a DICOM input (a DICOM SEG and RTSTRUCT must reference the source series)")
     uptake = read_image_file(Path(uptake_path)) if uptake_path else None
 
     progress.start("locate", "using the given head box" if box is not None else f"locating the head ({locator})")
@@ -143,7 +152,8 @@ def segment(
         "glands": glands,
         "warnings": [w for row in glands for w in row["warnings"]] + list(info.warnings),
     }
-    _write_outputs(outdir, report, labels_full, labels_crop, ct_crop, progress, t0)
+    _write_outputs(outdir, report, labels_full, labels_crop, ct_crop, progress, t0,
+                   dicom_files=loaded.series.files if dicom_out and loaded.series else None)
     return SegmentResult(outdir, report, labels_full)
 
 
@@ -165,7 +175,7 @@ def _input_identity(input_path: str | Path, series, keep: bool) -> dict:
 
 
 def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_crop: sitk.Image,
-                   ct_crop: sitk.Image, progress: Progress, t0: float) -> None:
+                   ct_crop: sitk.Image, progress: Progress, t0: float, dicom_files: list[str] | None = None) -> None:
     """Stage every file in a hidden folder, then move them in: no half-written result set."""
     outdir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".glandseg-", dir=outdir))
@@ -173,11 +183,16 @@ def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_c
         write_image_atomic(labels_full, stage / "glands_labelmap.nii.gz")
         write_seg_nrrd(labels_crop, stage / "glands.seg.nrrd")
         render_overview(ct_crop, labels_crop, stage / "overview.png", title=f"GlandSeg {report['model']['name']}")
+        names = list(OUTPUT_FILES)
+        if dicom_files is not None:
+            from .dicom_out import write_dicom_outputs
+
+            names += write_dicom_outputs(labels_full, dicom_files, stage)
         progress.finish()
         report["timings_s"] = dict(progress.timings)
         report["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
         write_reports(report, stage)
-        for name in OUTPUT_FILES:
+        for name in names:
             os.replace(stage / name, outdir / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

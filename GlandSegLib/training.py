@@ -474,6 +474,28 @@ def resume_checkpoint(fold_folder: Path) -> Path | None:
     return best if best.is_file() else None
 
 
+def _adam_trainer(base: type) -> type:
+    """nnUNetTrainerNoMirroring with AdamW: same data, augmentation, loss and checkpoints.
+
+    Defined here rather than found by name, like the stock trainer (see module docstring).
+    Inference never needs this class: GlandSeg builds the network from the plans.
+    """
+    import torch
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+    class nnUNetTrainerNoMirroringAdamW(base):  # noqa: N801 - nnU-Net's naming convention
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device("cuda")):  # nnU-Net records these by name
+            super().__init__(plans, configuration, fold, dataset_json, device)
+            self.initial_lr = 1e-3
+
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+            return opt, PolyLRScheduler(opt, self.initial_lr, self.num_epochs)
+
+    return nnUNetTrainerNoMirroringAdamW
+
+
 def _normalise_fold(fold: int | str) -> int | str:
     if isinstance(fold, str) and fold != "all":
         fold = int(fold)
@@ -507,6 +529,7 @@ def train(
     torch_threads: int | None = None,
     plans_identifier: str = PLANS_IDENTIFIER,
     oversample_foreground: float | None = None,
+    optimizer: str = "sgd",
 ) -> TrainResult:
     """Train the stock nnUNetTrainerNoMirroring with a short schedule; return where it wrote.
 
@@ -518,6 +541,8 @@ def train(
     continue_training resumes from checkpoint_final, else checkpoint_latest, else
     checkpoint_best in the fold folder (nnU-Net's own order); with none, it starts anew.
     oversample_foreground: share of patches centred on a gland (None: nnU-Net's 0.33).
+    optimizer: "sgd" (nnU-Net's stock SGD, lr 0.01) or "adam" (AdamW, lr 1e-3: leaves the
+        all-background plateau within a few hundred iterations, which SGD may not on CPU).
     save_every: epochs between checkpoint_latest writes (nnU-Net's 50 is longer than a
     whole CPU schedule, which would make --continue useless).
     """
@@ -551,7 +576,8 @@ def train(
         torch_device = torch.device(device)
         if torch_device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        trainer = nnUNetTrainerNoMirroring(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=torch_device)
+        trainer_class = _adam_trainer(nnUNetTrainerNoMirroring) if optimizer == "adam" else nnUNetTrainerNoMirroring
+        trainer = trainer_class(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=torch_device)
         trainer.num_epochs = int(epochs)
         trainer.num_iterations_per_epoch = int(iterations_per_epoch)
         trainer.num_val_iterations_per_epoch = n_val
