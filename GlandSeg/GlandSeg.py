@@ -286,7 +286,7 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ running
 
     def prepareRun(self, volumeNode, model: str | None = None, device: str = "auto", uptakeNode=None,
-                   roiNode=None) -> GlandSegRun:
+                   roiNode=None, trustModel: bool = False) -> GlandSegRun:
         """Write the inputs to a private temporary folder and build the command line.
 
         The volumes are written from their nodes (not from their original files) so that
@@ -314,7 +314,7 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
                 sitk.WriteImage(uptake, str(uptake_path), False)
             outdir = workdir / "out"
             args = process.segment_arguments(ct_path, outdir, model=model, device=device,
-                                                 uptake_path=uptake_path, box_lps=box)
+                                                 uptake_path=uptake_path, box_lps=box, trust_model=trustModel)
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -422,6 +422,7 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._targetSegmentationID: str | None = None
         self._pgid: int | None = None
         self._cancelRequested = False
+        self._trustModelOnce = False  # set only after the user confirmed an untrusted model
         self._stdout = process.LineBuffer()
         self._stderr = process.LineBuffer()
         self._stderrLines: list[str] = []
@@ -640,7 +641,9 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.WaitCursor():
                 run = self.logic.prepareRun(ct, model=self.selectedModel(), device=self.selectedDevice(),
-                                            uptakeNode=self.ui.uptakeVolumeSelector.currentNode(), roiNode=roi)
+                                            uptakeNode=self.ui.uptakeVolumeSelector.currentNode(), roiNode=roi,
+                                            trustModel=self._trustModelOnce)
+            self._trustModelOnce = False
         except Exception as exc:
             slicer.util.errorDisplay(f"GlandSeg could not start: {exc}", windowTitle="GlandSeg")
             return
@@ -756,6 +759,16 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._cancelRequested:
                 self.ui.progressBar.setValue(0)
                 self.setStatus("Cancelled. The scene was not changed.")
+                return
+            if not crashed and process.needs_trust(exitCode, self._stderrLines):
+                text = process.error_message(exitCode, self._stderrLines)
+                if slicer.util.confirmYesNoDisplay(
+                        f"{text}\n\nA model checkpoint is a program: loading this one runs code it carries. "
+                        "Run it only if you trust where the model came from. Run it anyway?", windowTitle="GlandSeg: untrusted model"):
+                    self._trustModelOnce = True
+                    qt.QTimer.singleShot(0, self.onApplyButton)
+                else:
+                    self.setStatus("Stopped: the model was not trusted. The scene was not changed.")
                 return
             if exitCode != 0 or crashed:
                 text = message or process.error_message(exitCode, self._stderrLines)

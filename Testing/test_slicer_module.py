@@ -781,3 +781,20 @@ def test_logic_show_head_box_adds_an_roi(glandseg_module):
     __import__("numpy").testing.assert_allclose(N.roi_to_box(roi).lower, expected.lower, atol=1e-6)
     again, _ = env.module.GlandSegLogic().showHeadBox(node, roi)
     assert again is roi
+
+
+def test_untrusted_model_refusal_is_recognised_and_trust_is_explicit():
+    """The panel asks before rerunning with --trust-model; only the CLI's refusal triggers that."""
+    from GlandSegLib.cli import build_parser
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GlandSeg"))
+    from GlandSegSlicerLib import process
+
+    refusal = ["error: /m/fold_all/checkpoint_final.pth: the checkpoint asks to run or construct posix.system, "
+               "which a plain nnU-Net checkpoint never needs; refused. Load it only if you trust its origin (--trust-model)"]
+    assert process.needs_trust(7, refusal)
+    assert not process.needs_trust(7, ["error: model 'x' not found"])
+    assert not process.needs_trust(4, refusal)
+    args = process.segment_arguments("ct.nrrd", "out", trust_model=True)
+    assert "--trust-model" in args and "--trust-model" not in process.segment_arguments("ct.nrrd", "out")
+    assert build_parser().parse_args(args).trust_model is True

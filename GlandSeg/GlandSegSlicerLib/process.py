@@ -164,7 +164,8 @@ def format_box(box_lps: Sequence[float]) -> list[str]:
 
 def segment_arguments(input_path: str | Path, output_dir: str | Path, *, model: str | None = None,
                       device: str = "auto", uptake_path: str | Path | None = None,
-                      box_lps: Sequence[float] | None = None, overwrite: bool = True) -> list[str]:
+                      box_lps: Sequence[float] | None = None, overwrite: bool = True,
+                     trust_model: bool = False) -> list[str]:
     """Arguments of `glandseg segment ... --progress json` (the panel's machine-readable mode)."""
     args = ["segment", str(input_path), "-o", str(output_dir), "--device", cli_device(device), "--progress", "json"]
     if model:
@@ -175,7 +176,14 @@ def segment_arguments(input_path: str | Path, output_dir: str | Path, *, model: 
         args += format_box(box_lps)
     if overwrite:
         args.append("--overwrite")
+    if trust_model:
+        args.append("--trust-model")
     return args
+
+
+def needs_trust(exit_code: int, stderr_lines: Iterable[str]) -> bool:
+    """The CLI refused a checkpoint that would run code; only the user may overrule that."""
+    return exit_code == 7 and any("--trust-model" in line for line in stderr_lines)
 
 
 @dataclass(frozen=True)
