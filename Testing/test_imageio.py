@@ -149,3 +149,27 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "y.nrrd").stat().st_mode) == 0o666 & ~mask
+
+
+def test_non_orthonormal_direction_is_refused(tmp_path):
+    path = tmp_path / "skew.nhdr"
+    sitk.WriteImage(_ct(), str(path))
+    text = path.read_text()
+    start = text.index("space directions:")
+    end = text.index("\n", start)
+    path.write_text(text[:start] + "space directions: (1.2,0,0) (1.2,1.2,0) (0,0,2.5)" + text[end:])
+    with pytest.raises(InvalidInputError, match="orthonormal"):
+        read_ct(path)
+
+
+def test_mixed_slice_orientations_are_refused(tmp_path):
+    import pydicom
+
+    folder = tmp_path / "mixed"
+    write_ct_series(_ct(), folder)
+    f = sorted(folder.iterdir())[4]
+    ds = pydicom.dcmread(f)
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.save_as(f)
+    with pytest.raises(InvalidInputError, match="orientation"):
+        read_ct(folder)
