@@ -88,10 +88,13 @@ def _canonical(image: sitk.Image) -> _Coarse:
     axes, signs = perm
     size = image.GetSize()
     steps = [max(1, int(round(COARSE_MM / sp))) for sp in image.GetSpacing()]
-    view = sitk.GetArrayViewFromImage(image)[:: steps[2], :: steps[1], :: steps[0]]  # numpy axis n = index axis 2-n
+    # start flipped axes at (size-1) % step: the same physical voxels are sampled whichever
+    # end of the axis the storage starts from, so LPS, RAS and feet-first give one box
+    starts = [0 if signs[a] > 0 else (size[a] - 1) % steps[a] for a in range(3)]
+    view = sitk.GetArrayViewFromImage(image)[starts[2] :: steps[2], starts[1] :: steps[1], starts[0] :: steps[0]]  # numpy axis n = index axis 2-n
     order = [2 - axes.index(2 - m) for m in range(3)]  # output axis m = physical axis 2-m
     arr = view.transpose(order)
-    first = [0 if signs[a] > 0 else ((size[a] - 1) // steps[a]) * steps[a] for a in range(3)]
+    first = [0 if signs[a] > 0 else starts[a] + ((size[a] - 1 - starts[a]) // steps[a]) * steps[a] for a in range(3)]
     flips = tuple(m for m in range(3) if signs[axes.index(2 - m)] < 0)
     arr = np.ascontiguousarray(np.flip(arr, axis=flips) if flips else arr)
     coarse = sitk.Image([int(v) for v in arr.shape[::-1]], sitk.sitkUInt8)

@@ -16,6 +16,10 @@ import SimpleITK as sitk
 
 from .errors import InputNotFoundError, InvalidInputError, SeriesChoiceError
 
+# ITK prints multi-line warnings (e.g. "No Series were found") straight to stderr; every
+# problem GlandSeg cares about becomes its own one-line error instead.
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_VOXELS = 2_000_000_000  # ~4 GB as int16: beyond any CT, a sign of a corrupt header
 HU_MIN, HU_MAX = -1024, 3071
