@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .glands import GLANDS
+from .imageio import replace_dir_atomic
 from .models import METADATA as INDEX_FILE
 from .models import configuration_dict, file_table
 
@@ -197,7 +198,7 @@ def export_model(
         index["files"] = file_table(tmp)
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2, allow_nan=False) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        _replace_dir(tmp, dest)
+        replace_dir_atomic(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -222,19 +223,3 @@ def _check_labels(dataset_json: Mapping[str, Any]) -> None:
     for g in GLANDS:
         if labels.get(g.tg263) != g.label:
             raise ValueError(f"dataset.json does not map {g.tg263} to {g.label}: {labels}")
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Rename tmp to dest; an existing dest is moved aside first and removed afterwards."""
-    if not dest.exists():
-        os.replace(tmp, dest)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-    old.rmdir()
-    os.replace(dest, old)
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

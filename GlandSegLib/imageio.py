@@ -7,6 +7,7 @@ GlandSegError with a one-line message; SimpleITK's multi-line exceptions never s
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,3 +252,19 @@ def write_bytes_atomic(data: bytes, path: Path) -> None:
 
 def write_text_atomic(text: str, path: Path) -> None:
     write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def replace_dir_atomic(tmp: Path, dest: Path) -> None:
+    """Rename tmp to dest; an existing dest is moved aside first and removed afterwards."""
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+    old.rmdir()
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

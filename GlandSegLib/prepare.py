@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .imageio import replace_dir_atomic
 from . import __version__
 from .cohort import OVERLAP_RULE, CaseSource, LoadedCase, RoiMap, discover_cohort, load_case
 from .errors import GlandSegError, InvalidInputError, OutputExistsError
@@ -264,7 +265,7 @@ def prepare_dataset(
                     os.replace(test_dir / sub, folder / sub)
             _finish_dataset_json(folder, result, cohort, roi_map, holdout, seed, spacing)
             write_data_report(result, folder)
-            _move_into_place(folder, target)
+            replace_dir_atomic(folder, target)
         result.seconds = time.perf_counter() - t0
         return result
     finally:
@@ -311,18 +312,3 @@ def _finish_dataset_json(folder: Path, result: PrepareResult, cohort: str | Path
     ds["glandseg"]["cases"] = result.records
     ds["numTest"] = len(result.test_ids)
     path.write_text(json.dumps(ds, indent=2) + "\n")
-
-
-def _move_into_place(folder: Path, target: Path) -> None:
-    """Rename the staged dataset over `target` (the old one is moved aside, then removed)."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        try:
-            os.replace(folder, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(folder, target)
