@@ -576,10 +576,6 @@ def _available_model() -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "known bug: after a run in which some glands were not found, recomputing statistics exports "
-    "no labelmap under slicer-core (GeometryError '__GlandSeg_export__ holds no image data'); "
-    "see the session note"))
 def test_console_flow_under_slicer_core(phantom_ct, tmp_path):
     """What GlandSegLogic.segment does, with slicer-core instead of the application:
     volume node -> temp file -> `glandseg segment` -> .seg.nrrd into a segmentation node."""

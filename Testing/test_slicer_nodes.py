@@ -289,12 +289,19 @@ def test_seg_nrrd_write_and_read_back(scene, tmp_path):
                                   sitk.GetArrayViewFromImage(labels))
 
 
+@pytest.mark.parametrize("missing", [(), (1, 5)], ids=["all-found", "two-not-found"])
 @pytest.mark.parametrize("geometry", ["ras", "oblique"])
-def test_load_pipeline_seg_nrrd_on_crop_into_existing_node(scene, tmp_path, geometry):
+def test_load_pipeline_seg_nrrd_on_crop_into_existing_node(scene, tmp_path, geometry, missing):
     """The CLI writes glands.seg.nrrd on the head crop (GlandSegLib.segfile); loaded into the
-    panel's node and exported on the full CT grid it must equal the pasted labelmap."""
+    panel's node and exported on the full CT grid it must equal the pasted labelmap, also
+    when some glands were not found (their segments exist but are empty)."""
     ct = make_image(size=(30, 24, 12), geometry=geometry)
     labels = gland_labels(ct)
+    arr = sitk.GetArrayFromImage(labels)
+    arr[np.isin(arr, missing)] = 0
+    found = sitk.GetImageFromArray(arr)
+    found.CopyInformation(labels)
+    labels = found
     crop = sitk.RegionOfInterest(labels, [26, 22, 10], [1, 1, 1])
     path = tmp_path / "glands.seg.nrrd"
     write_seg_nrrd(crop, path)

@@ -250,38 +250,54 @@ def gland_segments(segmentation_node: slicer.vtkMRMLSegmentationNode) -> dict[in
     return found
 
 
+def segment_mask(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id_: str) -> sitk.Image | None:
+    """One segment as a 0/1 SimpleITK image on its own labelmap geometry; None when empty.
+
+    Read segment by segment rather than through ExportSegmentsToLabelmapNode: that export
+    fails ("Failed to generate shared labelmap") as soon as one requested segment is empty,
+    which is exactly the case after a run in which a gland was not found.
+    """
+    oriented = slicer.vtkOrientedImageData()
+    if not segmentation_node.GetBinaryLabelmapRepresentation(segment_id_, oriented):
+        raise RuntimeError(f"Slicer could not give segment {segment_id_!r} as a labelmap")
+    scalars = oriented.GetPointData().GetScalars()
+    ext = oriented.GetExtent()
+    if scalars is None or ext[1] < ext[0] or ext[3] < ext[2] or ext[5] < ext[4]:
+        return None
+    dims = (ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1)
+    values = numpy_support.vtk_to_numpy(scalars).reshape(tuple(reversed(dims)))
+    if not values.any():
+        return None
+    m = vtk.vtkMatrix4x4()
+    oriented.GetImageToWorldMatrix(m)
+    ijk_to_ras = _matrix_to_numpy(m)
+    ijk_to_ras[:3, 3] = ijk_to_ras[:3, :3] @ np.array(ext[::2], dtype=float) + ijk_to_ras[:3, 3]  # extent start
+    mask = sitk.GetImageFromArray((values != 0).astype(np.uint8))
+    origin, spacing, direction = sitk_geometry(ijk_to_ras)
+    mask.SetOrigin(origin)
+    mask.SetSpacing(spacing)
+    mask.SetDirection(direction)
+    return mask
+
+
 def segmentation_to_labelmap(segmentation_node: slicer.vtkMRMLSegmentationNode,
                              reference_volume_node: slicer.vtkMRMLVolumeNode) -> sitk.Image:
     """The gland segments as a canonical labelmap on the reference volume's grid (whole extent).
 
     Used to recompute statistics after manual correction; segments that are not glands are
-    left out, and where corrected segments overlap the later gland in label order wins.
+    left out, empty ones contribute nothing, and where corrected segments overlap the later
+    gland in label order wins.
     """
-    scene = segmentation_node.GetScene()
     require_untransformed(segmentation_node)
     require_untransformed(reference_volume_node)
-    logic = segmentations_logic(scene)
-    mapping = gland_segments(segmentation_node)
     reference = volume_to_sitk(reference_volume_node)
     out = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=np.uint8)
-    if mapping:
-        labels_in_order = sorted(mapping)
-        ids = vtk.vtkStringArray()
-        for label in labels_in_order:
-            ids.InsertNextValue(mapping[label])
-        labelmap_node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__GlandSeg_export__")
-        try:
-            if not logic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap_node, reference_volume_node,
-                                                      slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
-                raise RuntimeError("Slicer could not export the gland segments to a labelmap")
-            exported = volume_to_sitk(labelmap_node)
-        finally:
-            _remove_volume_node(labelmap_node)
-        values = sitk.GetArrayViewFromImage(exported)
-        if values.shape != out.shape:
-            raise GeometryError(f"exported labelmap {values.shape} does not match the reference volume {out.shape}")
-        for index, label in enumerate(labels_in_order, start=1):  # export value = position in `ids`
-            out[values == index] = label
+    for label, segment_id_ in sorted(gland_segments(segmentation_node).items()):
+        mask = segment_mask(segmentation_node, segment_id_)
+        if mask is None:
+            continue
+        on_reference = sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        out[sitk.GetArrayViewFromImage(on_reference) > 0] = label
     labels = sitk.GetImageFromArray(out)
     labels.CopyInformation(reference)
     return labels
