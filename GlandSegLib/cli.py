@@ -15,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import CancelledError, GlandSegError, InvalidInputError
+from .errors import CancelledError, GlandSegError, InputNotFoundError, InvalidInputError
 
 INTERNAL_ERROR = 70
 
@@ -27,6 +27,8 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="installed model name or model folder (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--locator", default="fast", choices=("fast", "totalsegmentator"))
+    p.add_argument("--tile-step", type=float, default=None, metavar="F",
+                   help="sliding-window step, fraction of the patch (default 0.75 on CPU, 0.5 on GPU; smaller: slower, smoother)")
     p.add_argument("--box", type=float, nargs=6, default=None, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
                    help="use this head box (LPS mm) instead of the locator, e.g. one adjusted in Slicer")
     p.add_argument("--series", default=None, metavar="UID", help="DICOM series instance UID when the folder holds several CTs")
@@ -41,13 +43,18 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_phantom(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("phantom", help="write a synthetic CT with known glands (demo, tests)")
+    p = sub.add_parser("phantom", help="write a synthetic CT with known glands (demo, tests, training)")
     p.add_argument("-o", "--output", required=True, help="folder for ct.nii.gz and labels.nii.gz")
+    p.add_argument("--outlines", default=None, metavar="CASE",
+                   help="build the CT around one TCIA outline case (tcia-hn-labels/nrrds/SPLIT/RATER/CASE): real glands and organs")
+    p.add_argument("--rater", default="oncologist", help="whose outlines, with --outlines: oncologist or radiographer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--field", default="head", choices=("head", "headneck", "wholebody"))
-    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 2.0), metavar=("X", "Y", "Z"))
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="voxel size in mm (default 1 1 2; with --outlines the outlines' own grid)")
     p.add_argument("--truncate-vertex-mm", type=float, default=0.0)
-    p.add_argument("--variant", default="lps", help="storage orientation variant (lps, ras, feet_first, ...)")
+    p.add_argument("--variant", default="lps", help="how the same anatomy is stored: lps, ras, flip_x, permuted, "
+                   "feet_first, oblique10, anisotropic")
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -95,6 +102,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
     from .pipeline import segment
 
+    if args.tile_step is not None and not 0.1 <= args.tile_step <= 1.0:
+        raise InvalidInputError(f"--tile-step is a fraction of the patch between 0.1 and 1, got {args.tile_step}")
     box = None
     if args.box is not None:
         from .geometry import PhysicalBox
@@ -106,7 +115,7 @@ def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
     result = segment(args.input, args.output, model=args.model, device=args.device, locator=args.locator,
                      overwrite=args.overwrite, series_uid=args.series, uptake_path=args.uptake,
                      trust_model=args.trust_model, progress=progress, box=box, keep_identifiers=args.keep_identifiers,
-                     dicom_out=args.dicom_out)
+                     dicom_out=args.dicom_out, tile_step=args.tile_step)
     if progress.mode != "json":
         print(f"wrote {result.outdir}")
         for row in result.report["glands"]:
@@ -119,12 +128,25 @@ def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from .errors import OutputExistsError
     from .imageio import write_image_atomic
-    from .phantom import make_phantom, reorient
+    from .phantom import OUTLINE_RATERS, VARIANTS, make_phantom, make_phantom_from_outlines, reorient
 
+    if args.variant not in VARIANTS:
+        raise InvalidInputError(f"--variant must be one of {', '.join(VARIANTS)}, not {args.variant!r}")
+    if args.rater not in OUTLINE_RATERS:
+        raise InvalidInputError(f"--rater must be one of {', '.join(OUTLINE_RATERS)}, not {args.rater!r}")
     out = Path(args.output)
     if (out / "ct.nii.gz").exists() and not args.overwrite:
         raise OutputExistsError(f"{out / 'ct.nii.gz'} exists; use --overwrite")
-    ph = make_phantom(args.seed, field=args.field, spacing=tuple(args.spacing), truncate_vertex_mm=args.truncate_vertex_mm)
+    spacing = tuple(args.spacing) if args.spacing else None
+    if args.outlines:
+        try:
+            ph = make_phantom_from_outlines(args.outlines, args.rater, args.seed, field=args.field, spacing=spacing,
+                                            truncate_vertex_mm=args.truncate_vertex_mm)
+        except FileNotFoundError as exc:
+            raise InputNotFoundError(str(exc)) from None
+    else:
+        ph = make_phantom(args.seed, field=args.field, spacing=spacing or (1.0, 1.0, 2.0),
+                          truncate_vertex_mm=args.truncate_vertex_mm)
     write_image_atomic(reorient(ph.ct, args.variant), out / "ct.nii.gz")
     write_image_atomic(reorient(ph.labels, args.variant, is_label=True), out / "labels.nii.gz")
     print(f"wrote {out / 'ct.nii.gz'} and {out / 'labels.nii.gz'}")

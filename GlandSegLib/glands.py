@@ -52,6 +52,9 @@ GLANDS: tuple[Gland, ...] = (
 BY_LABEL: dict[int, Gland] = {g.label: g for g in GLANDS}
 BY_KEY: dict[str, Gland] = {g.key: g for g in GLANDS}
 LABELS: tuple[int, ...] = tuple(g.label for g in GLANDS)
+# nnU-Net's "ignore" label (the highest value): voxels a training case does not supervise,
+# e.g. everything but the parotids' surroundings in a CT where only the parotids are outlined
+IGNORE_LABEL: int = max(LABELS) + 1
 
 
 def gland(organ: str, side: str) -> Gland:

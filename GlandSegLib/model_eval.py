@@ -2,12 +2,15 @@
 
 The numbers in a model card come from this script, so anyone can recompute them:
 
-    python -m GlandSegLib.model_eval --model glandseg-phantom-v1 --phantoms 10 \\
-        --openkbp ../shared/data/openkbp/validation-pats --out eval.json
+    python -m GlandSegLib.model_eval --model glandseg-v2 --outlines ../shared/data/tcia-hn-labels \\
+        --openkbp ../shared/data/openkbp/validation-pats --out eval.json [--card]
 
-Held-out phantoms use seeds the training never draws from (a separate seed stream).
-OpenKBP outlines only the parotids (its labels 3 = right, 4 = left parotid, the same values
-as GlandSeg's), so only those are scored there.
+Held-out phantoms are built around the `validation` split of the TCIA outlines (training
+uses the `test` split only) with the oncologist's outlines as truth, at fixed seeds. The
+same scans' radiographer outlines give the human ceiling: how far a second expert is from
+that truth. OpenKBP outlines only the parotids, so only those are scored there.
+--card writes the tables into the model folder's model_card.md and evaluation.json and
+refreshes its checksums.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from .glands import GLANDS, BY_LABEL
 from .metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice
 
 HELDOUT_SEED_BASE = 900_000_000  # train_default draws seeds below 2**31 from its own rng; these are fixed and listed
-OPENKBP_PAROTIDS = {3: 3, 4: 4}  # OpenKBP value -> GlandSeg label
+HELDOUT_SPLIT = "validation"
+HELDOUT_FIELD, HELDOUT_SPACING = "headneck", (1.0, 1.0, 2.0)
+EVALUATION = "evaluation.json"
+CARD_HEADING = "## Measured quality"
 
 
 def score_case(pred: sitk.Image, truth: sitk.Image, labels: list[int]) -> dict[str, dict]:
@@ -61,45 +67,96 @@ def summarize(cases: list[dict[str, dict]]) -> dict[str, dict]:
     return summary
 
 
-def evaluate_phantoms(predictor, n: int, work: Path, field: str = "headneck") -> dict:
+def evaluate_phantoms(predictor, outlines: Path, work: Path, limit: int | None = None) -> dict:
+    """Phantoms around the held-out scans, segmented by the full pipeline, scored against the
+    oncologist's outlines; the radiographer on the same scans is the human reference."""
     from .imageio import write_image_atomic
-    from .phantom import make_phantom
+    from .interrater import agreement, summarise
+    from .phantom import list_outline_cases, make_phantom_from_outlines
     from .pipeline import segment
 
-    cases = []
-    for i in range(n):
+    scans = list_outline_cases(outlines, HELDOUT_SPLIT)[:limit]
+    cases = {}
+    for i, scan in enumerate(scans):
         seed = HELDOUT_SEED_BASE + i
-        ph = make_phantom(seed, field=field, spacing=(1.0, 1.0, 2.0))
-        path = work / f"phantom_{seed}.nii.gz"
+        ph = make_phantom_from_outlines(scan, "oncologist", seed, field=HELDOUT_FIELD, spacing=HELDOUT_SPACING)
+        path = work / f"{scan.name}.nii.gz"
         write_image_atomic(ph.ct, path)
-        res = segment(path, work / f"out_{seed}", predictor=predictor, overwrite=True)
-        cases.append(score_case(res.labels, ph.labels, [g.label for g in GLANDS]))
-    return {"seeds": [HELDOUT_SEED_BASE + i for i in range(n)], "field": field, "cases": cases, "summary": summarize(cases)}
+        res = segment(path, work / f"out_{scan.name}", predictor=predictor, overwrite=True)
+        cases[scan.name] = score_case(res.labels, ph.labels, [g.label for g in GLANDS])
+    human = summarise(agreement(cases=scans))
+    return {"split": HELDOUT_SPLIT, "truth": "oncologist", "seeds": [HELDOUT_SEED_BASE + i for i in range(len(scans))],
+            "field": HELDOUT_FIELD, "spacing_mm": list(HELDOUT_SPACING), "cases": cases,
+            "summary": summarize(list(cases.values())),
+            "human_radiographer_vs_oncologist": {k: {m: v[m] for m in ("n_cases", "dice_median", "hd95_mm_median",
+                                                                        "surface_dice_median")}
+                                                 for k, v in human.items()}}
 
 
 def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = None) -> dict:
     from .errors import NoHeadError
+    from .openkbp import PAROTIDS, list_patients, parotid_truth
     from .pipeline import segment
 
     cases, failures = {}, {}
-    patients = sorted((p for p in folder.iterdir() if (p / "ct.nrrd").is_file()), key=lambda p: int(p.name.split("_")[-1]))
-    for patient in patients[:limit]:
-        truth = sitk.ReadImage(str(patient / "oar_labels.nrrd"))
-        t = sitk.GetArrayFromImage(truth)
-        keep = np.isin(t, list(OPENKBP_PAROTIDS))
-        mapped = np.zeros_like(t)
-        for src, dst in OPENKBP_PAROTIDS.items():
-            mapped[t == src] = dst
-        mapped[~keep] = 0
-        truth_img = sitk.GetImageFromArray(mapped)
-        truth_img.CopyInformation(truth)
+    for patient in list_patients(folder)[:limit]:
+        truth = parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd")))
         try:
             res = segment(patient / "ct.nrrd", work / patient.name, predictor=predictor, overwrite=True)
         except NoHeadError as exc:
             failures[patient.name] = str(exc)
             continue
-        cases[patient.name] = score_case(res.labels, truth_img, list(OPENKBP_PAROTIDS.values()))
+        cases[patient.name] = score_case(res.labels, truth, list(PAROTIDS.values()))
     return {"cases": cases, "failures": failures, "summary": summarize(list(cases.values()))}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) and v <= 1 else f"{v:.1f}")
+
+
+def card_section(result: dict) -> str:
+    """The model card's quality tables, from an evaluation result."""
+    out = [CARD_HEADING, "", f"Recomputed by `python -m GlandSegLib.model_eval` (all numbers in `{EVALUATION}`).", ""]
+    ph = result.get("heldout_phantoms")
+    if ph:
+        human = ph["human_radiographer_vs_oncologist"]
+        out += [f"Held-out phantoms: {len(ph['cases'])} scans of the TCIA `{ph['split']}` split (never trained on), "
+                f"{ph['field']} field, {' x '.join(f'{v:g}' for v in ph['spacing_mm'])} mm, seeds from {ph['seeds'][0]}; "
+                "truth: the oncologist's outlines. Human ceiling: the radiographer's outlines of the same scans "
+                "against the same truth.", "",
+                "| gland | n | Dice median | Dice mean | HD95 median (mm) | surface Dice median | human Dice median | human HD95 median (mm) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for g in GLANDS:
+            s, h = ph["summary"].get(g.key), human.get(g.key, {})
+            if s:
+                out.append(f"| {g.key} | {s['n']} | {_fmt(s['dice_median'])} | {_fmt(s['dice_mean'])} | {_fmt(s['hd95_mm_median'])} "
+                           f"| {_fmt(s['surface_dice_median'])} | {_fmt(h.get('dice_median'))} | {_fmt(h.get('hd95_mm_median'))} |")
+        out.append("")
+    kbp = result.get("openkbp")
+    if kbp:
+        out += [f"Real CT, OpenKBP validation-pats ({len(kbp['cases']) + len(kbp['failures'])} patients, parotids only, "
+                f"2.7-5.4 mm voxels; {len(kbp['failures'])} refused by the locator):", "",
+                "| gland | n | Dice median | Dice mean | HD95 median (mm) | surface Dice median |", "|---|---|---|---|---|---|"]
+        for key, s in kbp["summary"].items():
+            out.append(f"| {key} | {s['n']} | {_fmt(s['dice_median'])} | {_fmt(s['dice_mean'])} | {_fmt(s['hd95_mm_median'])} "
+                       f"| {_fmt(s['surface_dice_median'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_into_model(folder: Path, result: dict) -> None:
+    """evaluation.json and the card's quality section into an installed model; checksums refreshed."""
+    from .imageio import write_text_atomic
+    from .models import METADATA, file_table
+
+    card = folder / "model_card.md"
+    text = card.read_text() if card.is_file() else ""
+    text = text.split(CARD_HEADING)[0].rstrip() + "\n\n" + card_section(result)
+    write_text_atomic(text, card)
+    write_text_atomic(json.dumps(result, indent=2) + "\n", folder / EVALUATION)
+    index = json.loads((folder / METADATA).read_text())
+    index["files"] = file_table(folder)
+    write_text_atomic(json.dumps(index, indent=2) + "\n", folder / METADATA)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,24 +166,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Evaluate a GlandSeg model on held-out phantoms and OpenKBP.")
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--phantoms", type=int, default=10, help="number of held-out phantoms (0: none)")
+    ap.add_argument("--outlines", type=Path, default=None, help="tcia-hn-labels folder (held-out phantoms)")
+    ap.add_argument("--phantom-limit", type=int, default=None, help="only the first N held-out scans")
     ap.add_argument("--openkbp", type=Path, default=None, help="OpenKBP validation-pats folder")
     ap.add_argument("--openkbp-limit", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--card", action="store_true", help="also write the results into the model folder (card, evaluation.json)")
     args = ap.parse_args(argv)
+    if args.outlines is None and args.openkbp is None:
+        ap.error("give --outlines and/or --openkbp")
     predictor = GlandPredictor(load_model_info(args.model), args.device)
     result: dict = {"model": predictor.info.name, "device": predictor.device}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="glandseg-eval-") as tmp:
-        if args.phantoms:
-            result["heldout_phantoms"] = evaluate_phantoms(predictor, args.phantoms, Path(tmp))
-            print(json.dumps(result["heldout_phantoms"]["summary"], indent=1), flush=True)
+        if args.outlines:
+            result["heldout_phantoms"] = evaluate_phantoms(predictor, args.outlines, Path(tmp), args.phantom_limit)
         if args.openkbp:
             result["openkbp"] = evaluate_openkbp(predictor, args.openkbp, Path(tmp), args.openkbp_limit)
-            print(json.dumps(result["openkbp"]["summary"], indent=1), flush=True)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(card_section(result))
+    if args.card:
+        write_into_model(predictor.info.folder, result)
     return 0
 
 

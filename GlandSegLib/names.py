@@ -76,7 +76,7 @@ def map_model_labels(labels: Mapping[str, object]) -> tuple[dict[int, int], list
     for name, value in labels.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise ModelError(f"label {name!r} has value {value!r}: region-based or non-integer labels are not supported")
-        if value == 0:
+        if value == 0 or name == "ignore":  # nnU-Net's reserved name: never predicted
             continue
         g = match_gland(name)
         if g is None:

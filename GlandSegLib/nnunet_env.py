@@ -129,31 +129,21 @@ def nnunet_environment(
     env[N_PROC_VARIABLE] = str(max(1, n_proc if n_proc is not None else cores))
     env[N_PROC_DA_VARIABLE] = str(max(0, int(n_proc_da)))
 
-    saved_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    undo = _patch_imported_modules(env)
-
     torch_mod = None
     old_threads = None
     threads = torch_threads if torch_threads is not None else cores
-    if threads:
-        import torch  # deferred: this module must stay importable without paying for torch
+    with override_env(**env):
+        if threads:
+            import torch  # deferred: this module must stay importable without paying for torch
 
-        torch_mod = torch
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, int(threads)))
-    try:
-        yield folders
-    finally:
-        if torch_mod is not None and old_threads is not None:
-            torch_mod.set_num_threads(old_threads)
-        for module, attr, old in reversed(undo):
-            setattr(module, attr, old)
-        for k, old_value in saved_env.items():
-            if old_value is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old_value
+            torch_mod = torch
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(max(1, int(threads)))
+        try:
+            yield folders
+        finally:
+            if torch_mod is not None and old_threads is not None:
+                torch_mod.set_num_threads(old_threads)
 
 
 @contextmanager

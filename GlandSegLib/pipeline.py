@@ -82,8 +82,10 @@ def segment(
     box: PhysicalBox | None = None,
     keep_identifiers: bool = False,
     dicom_out: bool = False,
+    tile_step: float | None = None,
 ) -> SegmentResult:
-    """dicom_out: also write a DICOM SEG and an RTSTRUCT referencing the input series (dicom_out.py)."""
+    """dicom_out: also write a DICOM SEG and an RTSTRUCT referencing the input series (dicom_out.py).
+    tile_step: sliding-window step as a fraction of the patch (None: inference.TILE_STEP for the device)."""
     progress = progress or Progress("none")
     outdir = Path(outdir)
     check_outdir(outdir, overwrite)
@@ -107,7 +109,7 @@ def segment(
 
     progress.start("load-model", "loading model")
     if predictor is None:
-        predictor = GlandPredictor(info, device, trust_model=trust_model)
+        predictor = GlandPredictor(info, device, trust_model=trust_model, tile_step_size=tile_step)
     for w in info.warnings:
         progress.log(w)
 

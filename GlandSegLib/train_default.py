@@ -1,11 +1,19 @@
-"""Train GlandSeg's default model on synthetic phantoms, in one command, on a CPU.
+"""Train GlandSeg's default model, in one command, on a CPU.
 
-    python -m GlandSegLib.train_default --out Resources/models/glandseg-phantom-v1 \\
-        --work /tmp/glandseg-train [--cases 40] [--epochs 50] [--iterations 30] [--seed 0]
+    python -m GlandSegLib.train_default --out Resources/models/glandseg-v2 --work /tmp/glandseg-train \\
+        --outlines ../shared/data/tcia-hn-labels --openkbp ../shared/data/openkbp/train-pats \\
+        --phantoms-per-scan 6 --epochs 56 --iterations 40 --init glandseg-phantom-v1
 
-Why phantoms: no CT with all six gland outlines may be shipped (see shared/data/README);
-the phantoms carry real gland sizes and positions, and they let the model and every test
-run anywhere. Why every case goes through `locate_head` + `resample_box`: the network
+Two sources, because no CT with all six gland outlines exists here (shared/data/README):
+phantoms built around the real expert outlines of the TCIA `test` scans (all six glands,
+real shapes and positions, synthetic CT values; `validation` scans are held out for
+evaluation), and OpenKBP's real CTs, which outline only the parotids: there the rest of
+the body is nnU-Net's ignore label (GlandSegLib.openkbp), so real CT teaches the parotids
+without teaching "no submandibular gland here". --init starts from an earlier model with
+the same network (fine-tuning): the shipped glandseg-phantom-v1 already left nnU-Net's
+all-background plateau, which costs several hundred CPU iterations from scratch.
+
+Why every case goes through `locate_head` + `resample_box`: the network
 must see exactly what inference feeds it (same locator, same box, same identity-direction
 LPS grid, same interpolation), including scans stored RAS, permuted, feet-first, oblique
 or anisotropic, and head-only, head-and-neck and whole-body fields.
@@ -21,8 +29,8 @@ while other work shared the cores (best of 8-10 steps, forward+backward+step):
 default: as cheap to train as the first, but 128 mm of context, so a patch centred on a
 parotid reaches the midline (~58 mm away), the main cue that tells right from left; and
 a 100x100x135 crop needs 36 tiles instead of 80, so CPU inference is about twice as fast.
-50 epochs x 30 iterations (+3 validation iterations each) take ~35 min, ~40 min with
-phantom generation and preprocessing. Everything is seeded, so a rerun builds the same
+Preparing the 336 cases takes ~15 min with two processes; each training iteration
+~1.8 s on two quiet cores. Everything is seeded, so a rerun builds the same
 cases and plans (training itself is not bit-reproducible across thread counts).
 """
 
@@ -53,11 +61,13 @@ from .training import DEFAULT_FEATURES as FEATURES
 from .training import DEFAULT_ITERATIONS as ITERATIONS
 from .training import DEFAULT_PATCH as PATCH
 from .training import DEFAULT_SPACING as SPACING
+from .openkbp import RING_MM
 
-DATASET_ID = 801
-DATASET_NAME = "GlandSegPhantom"
-MODEL_NAME = "glandseg-phantom-v1"
-CASES = 40
+DATASET_ID = 802
+DATASET_NAME = "GlandSegOutlinesOpenKBP"
+MODEL_NAME = "glandseg-v2"
+PHANTOMS_PER_SCAN = 4
+INIT_MODEL = "glandseg-phantom-v1"
 
 # field, scanner spacing (x, y, z mm): the mix of inputs GlandSeg meets
 _FIELDS: tuple[tuple[str, tuple[float, float, float]], ...] = (
@@ -72,34 +82,69 @@ _FIELDS: tuple[tuple[str, tuple[float, float, float]], ...] = (
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """One phantom case: which phantom, how it is stored, and its id in the dataset."""
+    """One training case: where it comes from, how it is stored, and its id in the dataset.
+
+    source "outline": a phantom around one rater's TCIA outlines (all six glands supervised);
+    source "openkbp": a real OpenKBP CT (parotids supervised, see GlandSegLib.openkbp).
+    """
 
     case_id: str
-    seed: int
-    field: str
-    spacing: tuple[float, float, float]
-    truncate_vertex_mm: float
-    variant: str
+    source: str
+    path: str
+    rater: str = ""
+    seed: int = 0
+    field: str = ""
+    spacing: tuple[float, float, float] | None = None
+    truncate_vertex_mm: float = 0.0
+    variant: str = "lps"
 
 
-def case_specs(n: int, seed: int) -> list[CaseSpec]:
-    """A fixed, seeded mix: fields and spacings in rotation, storage variants in rotation
-    (half plain LPS, the rest the other variants), a quarter with the vertex cut off."""
-    from .phantom import VARIANTS
+def outline_specs(root: Path, per_scan: int, seed: int, split: str = "test") -> list[CaseSpec]:
+    """A fixed, seeded mix over the TCIA `split` scans: both raters in turn (their
+    disagreement is real label noise the model should average over), fields and spacings
+    in rotation, half stored plain LPS and the rest in the other storage variants, a
+    quarter of the non-whole-body fields with the vertex cut off."""
+    from .phantom import OUTLINE_RATERS, VARIANTS, list_outline_cases
 
     rng = np.random.default_rng(seed)
     others = [v for v in VARIANTS if v != "lps"]
     specs = []
-    for i in range(n):
-        field, spacing = _FIELDS[i % len(_FIELDS)]
-        variant = "lps" if i % 2 == 0 else others[(i // 2) % len(others)]
-        truncate = float(rng.integers(20, 61)) if (i % 4 == 3 and field != "wholebody") else 0.0
-        specs.append(CaseSpec(f"phantom_{i:03d}", int(rng.integers(0, 2**31 - 1)), field, spacing, truncate, variant))
+    for s, case_dir in enumerate(list_outline_cases(root, split)):
+        for j in range(per_scan):
+            i = s * per_scan + j
+            field, spacing = _FIELDS[i % len(_FIELDS)]
+            variant = "lps" if i % 2 == 0 else others[(i // 2) % len(others)]
+            truncate = float(rng.integers(20, 61)) if (i % 4 == 3 and field != "wholebody") else 0.0
+            specs.append(CaseSpec(f"tcia_{case_dir.name}_{j}", "outline", str(case_dir), OUTLINE_RATERS[(s + j) % 2],
+                                  int(rng.integers(0, 2**31 - 1)), field, spacing, truncate, variant))
     return specs
 
 
+def openkbp_specs(folder: Path) -> list[CaseSpec]:
+    """Every OpenKBP patient in `folder` (train-pats only: validation-pats is held out)."""
+    from .openkbp import list_patients
+
+    if folder.name == "validation-pats":
+        raise ValueError("validation-pats is held out for evaluation: train on train-pats")
+    return [CaseSpec(f"openkbp_{p.name}", "openkbp", str(p)) for p in list_patients(folder)]
+
+
+def _render(spec: CaseSpec) -> tuple[sitk.Image, sitk.Image]:
+    """The case as a scanner would store it, with its training labels on the same grid."""
+    if spec.source == "openkbp":
+        from .openkbp import partial_labels
+
+        ct = sitk.ReadImage(str(Path(spec.path) / "ct.nrrd"))
+        return ct, partial_labels(ct, sitk.ReadImage(str(Path(spec.path) / "oar_labels.nrrd")))
+    from .phantom import make_phantom_from_outlines, reorient
+
+    ph = make_phantom_from_outlines(spec.path, spec.rater, spec.seed, field=spec.field, spacing=spec.spacing,
+                                    truncate_vertex_mm=spec.truncate_vertex_mm)
+    return reorient(ph.ct, spec.variant, is_label=False), reorient(ph.labels, spec.variant, is_label=True)
+
+
 def prepare_case(spec: CaseSpec, crop_spacing: Sequence[float]) -> tuple[str, sitk.Image | None, sitk.Image | None, dict]:
-    """Render, store as the variant, then crop exactly as inference does.
+    """Render (or read), then crop exactly as inference does.
 
     Returns (case_id, ct_crop, label_crop, info); the crops are None when the locator
     refuses the case (reported, not fatal: a model should not learn from a wrong box).
@@ -107,15 +152,13 @@ def prepare_case(spec: CaseSpec, crop_spacing: Sequence[float]) -> tuple[str, si
     from .errors import NoHeadError
     from .geometry import resample_box
     from .headbox import locate_head
-    from .phantom import make_phantom, reorient
 
     t0 = time.perf_counter()
-    ph = make_phantom(spec.seed, field=spec.field, spacing=spec.spacing, truncate_vertex_mm=spec.truncate_vertex_mm, variation=True)
-    ct = reorient(ph.ct, spec.variant, is_label=False)
-    labels = reorient(ph.labels, spec.variant, is_label=True)
-    del ph
-    info = {"case_id": spec.case_id, "field": spec.field, "spacing": list(spec.spacing), "variant": spec.variant,
-            "truncate_vertex_mm": spec.truncate_vertex_mm, "seed": spec.seed}
+    ct, labels = _render(spec)
+    info = {"case_id": spec.case_id, "source": spec.source, "path": Path(spec.path).name}
+    if spec.source == "outline":
+        info.update({"rater": spec.rater, "field": spec.field, "spacing": list(spec.spacing or ()),
+                     "variant": spec.variant, "truncate_vertex_mm": spec.truncate_vertex_mm, "seed": spec.seed})
     try:
         box = locate_head(ct)
     except NoHeadError as exc:
@@ -123,7 +166,7 @@ def prepare_case(spec: CaseSpec, crop_spacing: Sequence[float]) -> tuple[str, si
         return spec.case_id, None, None, info
     ct_crop = resample_box(ct, box, crop_spacing, is_label=False)
     lab_crop = resample_box(labels, box, crop_spacing, is_label=True)
-    present = np.bincount(sitk.GetArrayViewFromImage(lab_crop).ravel(), minlength=7)[1:]
+    present = np.bincount(sitk.GetArrayViewFromImage(lab_crop).ravel(), minlength=8)[1:7]
     info.update({"box_method": box.method, "crop_size": list(ct_crop.GetSize()), "gland_voxels": [int(v) for v in present],
                  "seconds": round(time.perf_counter() - t0, 1)})
     return spec.case_id, ct_crop, lab_crop, info
@@ -154,9 +197,11 @@ def _collect(results, infos: list[dict], log: Log) -> Iterator[tuple[str, sitk.I
             log(f"case {case_id}: skipped ({info['skipped']})")
             continue
         missing = [i + 1 for i, v in enumerate(info["gland_voxels"]) if v == 0]
-        log(f"case {case_id}: {info['field']} {info['spacing']} {info['variant']}"
-            f"{' vertex-' + str(int(info['truncate_vertex_mm'])) + 'mm' if info['truncate_vertex_mm'] else ''}"
-            f" -> crop {info['crop_size']} ({info['box_method']}){' missing labels ' + str(missing) if missing else ''}")
+        how = (f"{info['rater']} {info['field']} {info['spacing']} {info['variant']}"
+               f"{' vertex-' + str(int(info['truncate_vertex_mm'])) + 'mm' if info['truncate_vertex_mm'] else ''}"
+               if info["source"] == "outline" else "real CT")
+        log(f"case {case_id}: {how} -> crop {info['crop_size']} ({info['box_method']}) {info['seconds']} s"
+            f"{' missing labels ' + str(missing) if missing else ''}")
         yield case_id, ct, lab
 
 
@@ -182,7 +227,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m GlandSegLib.train_default", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="model folder to write (e.g. Resources/models/glandseg-phantom-v1)")
     ap.add_argument("--work", type=Path, required=True, help="scratch folder for nnU-Net raw/preprocessed/results")
-    ap.add_argument("--cases", type=int, default=CASES)
+    ap.add_argument("--outlines", type=Path, default=None,
+                    help="tcia-hn-labels folder (phantoms from its `test` split; `validation` is held out)")
+    ap.add_argument("--phantoms-per-scan", type=int, default=PHANTOMS_PER_SCAN)
+    ap.add_argument("--openkbp", type=Path, default=None, help="OpenKBP train-pats folder (real CT, parotids)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N cases of each source (quick runs)")
+    ap.add_argument("--init", default=None,
+                    help="start from this installed model's weights (name or folder; same network), e.g. " + INIT_MODEL)
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--iterations", type=int, default=ITERATIONS, help="training iterations per epoch")
     ap.add_argument("--val-iterations", type=int, default=None, help="validation iterations per epoch (default: iterations/10)")
@@ -202,9 +253,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="resume training from the checkpoints in --work (cases and plans are reused)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     a = ap.parse_args(argv)
-    if a.cases < 2:
-        ap.error("--cases must be at least 2")
+    if a.outlines is None and a.openkbp is None:
+        ap.error("give --outlines and/or --openkbp")
+    if a.phantoms_per_scan < 1:
+        ap.error("--phantoms-per-scan must be at least 1")
     return a
+
+
+def all_specs(args: argparse.Namespace) -> list[CaseSpec]:
+    specs: list[CaseSpec] = []
+    if args.outlines is not None:
+        specs += outline_specs(args.outlines, args.phantoms_per_scan, args.seed)[: args.limit]
+    if args.openkbp is not None:
+        specs += openkbp_specs(args.openkbp)[: args.limit]
+    return specs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,17 +287,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.manual_seed(args.seed)
-        specs = case_specs(args.cases, args.seed)
+        specs = all_specs(args)
+        init = None
+        if args.init and not args.continue_training:
+            from .models import load_model_info
+
+            info = load_model_info(args.init)
+            init = info.folder / f"fold_{info.folds[0]}" / info.checkpoint
         raw = folders.raw / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
         infos: list[dict] = []
         if args.continue_training and (raw / "dataset.json").is_file():
             log(f"reusing {raw}")
             infos = json.loads((raw / "dataset.json").read_text()).get("glandseg", {}).get("cases", [])
         else:
-            log(f"rendering {len(specs)} phantom cases ({args.jobs} processes), cropping at {list(SPACING)} mm")
+            log(f"preparing {len(specs)} cases ({args.jobs} processes), cropping at {list(SPACING)} mm")
             gen = generate_cases(specs, SPACING, max(1, args.jobs), log, infos)
             write_raw_dataset(gen, folders.raw, DATASET_ID, DATASET_NAME, SPACING,
-                              "GlandSeg synthetic head phantoms, cropped by the fast head locator", overwrite=True)
+                              "Phantoms around TCIA expert outlines (six glands) and OpenKBP real CTs (parotids, "
+                              "ignore label elsewhere in the body), cropped by the fast head locator",
+                              overwrite=True, ignore_label=any(s.source == "openkbp" for s in specs))
             # the case list is complete only once the generator is exhausted
             ds = json.loads((raw / "dataset.json").read_text())
             ds["glandseg"]["cases"] = infos
@@ -253,24 +323,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"training {CONFIGURATION} fold all: {args.epochs} epochs x {args.iterations} iterations on {args.device}")
         tr = train(DATASET_ID, CONFIGURATION, "all", args.epochs, args.iterations, args.device,
                    continue_training=args.continue_training, progress=log, val_iterations_per_epoch=args.val_iterations,
-                   oversample_foreground=args.oversample_foreground, optimizer=args.optimizer)
+                   oversample_foreground=args.oversample_foreground, optimizer=args.optimizer, initial_weights=init)
         t_train = log.elapsed()
         log(f"training done: {tr.seconds:.0f} s, {tr.seconds_per_iteration:.2f} s/iteration")
 
         used = [i for i in infos if "skipped" not in i]
+        phantoms = [i for i in used if i["source"] == "outline"]
         card = {
-            "summary": ("GlandSeg's default model, trained only on synthetic phantoms. It proves the pipeline end "
-                        "to end and is not validated for clinical use: retrain on real outlined CTs."),
+            "summary": ("GlandSeg's default model: all six glands learned from phantoms built around real expert "
+                        "outlines, parotids also from real CTs. Not validated for clinical use: check every "
+                        "segment, and retrain on your own outlined CTs (docs: 'Build your own model')."),
             "training_data": {
-                "source": "GlandSegLib.phantom.make_phantom (gland sizes and positions from the DeepMind TCIA "
-                          "head-and-neck outlines, CC BY 4.0)",
-                "cases": len(used),
-                "skipped_by_locator": len(infos) - len(used),
-                "fields": dict(Counter(i["field"] for i in used)),
-                "scanner_spacings_mm": dict(Counter("x".join(f"{v:g}" for v in i["spacing"]) for i in used)),
-                "storage_variants": dict(Counter(i["variant"] for i in used)),
-                "vertex_truncated": sum(1 for i in used if i["truncate_vertex_mm"]),
+                "phantoms": {
+                    "source": "GlandSegLib.phantom.make_phantom_from_outlines on the `test` split of the DeepMind "
+                              "TCIA head-and-neck outlines (Nikolov et al. 2018, CC BY 4.0), both raters",
+                    "cases": len(phantoms),
+                    "scans": len({i["path"] for i in phantoms}),
+                    "raters": dict(Counter(i["rater"] for i in phantoms)),
+                    "fields": dict(Counter(i["field"] for i in phantoms)),
+                    "scanner_spacings_mm": dict(Counter("x".join(f"{v:g}" for v in i["spacing"]) for i in phantoms)),
+                    "storage_variants": dict(Counter(i["variant"] for i in phantoms)),
+                    "vertex_truncated": sum(1 for i in phantoms if i["truncate_vertex_mm"]),
+                },
+                "real_ct": {
+                    "source": "OpenKBP train-pats (Babier et al. 2021; repository MIT, CTs from TCIA collections, "
+                              "CC BY): parotids supervised; air, the other outlined organs and a "
+                              f"{RING_MM:g} mm ring around each parotid are background; the rest of the body is "
+                              "nnU-Net's ignore label",
+                    "cases": sum(1 for i in used if i["source"] == "openkbp"),
+                },
+                "skipped_by_locator": [i["case_id"] for i in infos if "skipped" in i],
                 "seed": args.seed,
+                "initial_weights": args.init,
             },
             "training": {
                 "command": "python -m GlandSegLib.train_default " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -300,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
             "limitations": [
-                "Synthetic anatomy only; accuracy on real CT is unknown until measured.",
+                "Lacrimal and submandibular glands were learned from phantoms only (synthetic CT around real "
+                "outlines); their accuracy on real CT is not measured here (no real CT with those outlines).",
                 "Pseudo Dice is nnU-Net's training-time estimate on training patches, not a validation result.",
                 "Inputs must be cropped by GlandSeg's fast locator and resampled to the model spacing.",
             ],

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .glands import GLANDS
+from .glands import GLANDS, IGNORE_LABEL
 from .nnunet_env import (
     N_PROC_DA_VARIABLE,
     NnUNetFolders,
@@ -84,11 +84,14 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
-def label_table() -> dict[str, int]:
-    """dataset.json's `labels`: background, then the six glands by TG-263 name in label order."""
+def label_table(ignore_label: bool = False) -> dict[str, int]:
+    """dataset.json's `labels`: background, then the six glands by TG-263 name in label order,
+    then nnU-Net's "ignore" where some cases supervise only part of the image."""
     labels: dict[str, int] = {"background": 0}
     for g in sorted(GLANDS, key=lambda g: g.label):
         labels[g.tg263] = g.label
+    if ignore_label:
+        labels["ignore"] = IGNORE_LABEL
     return labels
 
 
@@ -134,7 +137,8 @@ def unet_topology(spacing: Sequence[float], patch_size: Sequence[int], n_stages:
     return kernels, strides
 
 
-def _check_case(case_id: str, ct: sitk.Image, labels: sitk.Image, crop_spacing: Sequence[float]) -> None:
+def _check_case(case_id: str, ct: sitk.Image, labels: sitk.Image, crop_spacing: Sequence[float],
+                ignore_label: bool = False) -> None:
     if not _CASE_ID.match(case_id):
         raise ValueError(f"case id {case_id!r} must be letters, digits, '_' or '-'")
     if ct.GetDimension() != 3 or labels.GetDimension() != 3:
@@ -150,7 +154,7 @@ def _check_case(case_id: str, ct: sitk.Image, labels: sitk.Image, crop_spacing: 
         if not np.allclose(img.GetDirection(), _IDENTITY, atol=1e-6):
             raise ValueError(f"{case_id}: direction must be identity (LPS model grid); prepare cases with resample_box")
     values = np.unique(sitk.GetArrayViewFromImage(labels))
-    allowed = {0, *(g.label for g in GLANDS)}
+    allowed = {0, *(g.label for g in GLANDS), *((IGNORE_LABEL,) if ignore_label else ())}
     extra = sorted({int(v) for v in values} - allowed)
     if extra:
         raise ValueError(f"{case_id}: label values {extra} are not GlandSeg labels {sorted(allowed)}")
@@ -171,6 +175,7 @@ def write_raw_dataset(
     file_ending: str = RAW_FILE_ENDING,
     overwrite: bool = False,
     extra: dict[str, Any] | None = None,
+    ignore_label: bool = False,
 ) -> Path:
     """Write already-cropped cases as an nnU-Net v2 raw dataset; return its folder.
 
@@ -179,6 +184,7 @@ def write_raw_dataset(
     labels as uint8. dataset.json names the glands by TG-263 in label order and records
     the crop recipe in a "glandseg" block, so the exported model can say how its inputs
     must be prepared. Images go through nnU-Net's SimpleITKIO, which keeps geometry.
+    ignore_label: cases may mark unsupervised voxels with IGNORE_LABEL (partial labels).
     """
     if file_ending not in (".nii.gz", ".nrrd", ".mha"):
         raise ValueError(f"unsupported file ending {file_ending!r}")
@@ -202,7 +208,7 @@ def write_raw_dataset(
     for case_id, ct, labels in cases:
         if case_id in seen:
             raise ValueError(f"duplicate case id {case_id!r}")
-        _check_case(case_id, ct, labels, spacing)
+        _check_case(case_id, ct, labels, spacing, ignore_label)
         seen.add(case_id)
         sitk.WriteImage(sitk.Cast(ct, sitk.sitkFloat32), str(images_dir / f"{case_id}_0000{file_ending}"), useCompression=True)
         sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(labels_dir / f"{case_id}{file_ending}"), useCompression=True)
@@ -213,7 +219,7 @@ def write_raw_dataset(
         "name": name,
         "description": description,
         "channel_names": {"0": "CT"},
-        "labels": label_table(),
+        "labels": label_table(ignore_label),
         "numTraining": len(seen),
         "file_ending": file_ending,
         # explicit: the plans record it and inference reads with the same class
@@ -496,6 +502,22 @@ def _adam_trainer(base: type) -> type:
     return nnUNetTrainerNoMirroringAdamW
 
 
+def _load_initial_weights(trainer: Any, checkpoint: Path) -> None:
+    """Start from another training's weights; every tensor must match (same plans)."""
+    from .checkpoint import load_checkpoint
+
+    weights = load_checkpoint(checkpoint)["network_weights"]
+    trainer.initialize()
+    net = getattr(trainer.network, "_orig_mod", trainer.network)  # torch.compile wraps it on GPU
+    own = net.state_dict()
+    wrong = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if k not in weights]
+    if wrong or missing:
+        raise ValueError(f"{checkpoint} does not fit this network ({len(wrong)} mismatched, {len(missing)} missing "
+                         f"tensors, e.g. {(wrong + missing)[0]}): fine-tune only with the same plans")
+    net.load_state_dict(weights)
+
+
 def _normalise_fold(fold: int | str) -> int | str:
     if isinstance(fold, str) and fold != "all":
         fold = int(fold)
@@ -530,6 +552,7 @@ def train(
     plans_identifier: str = PLANS_IDENTIFIER,
     oversample_foreground: float | None = None,
     optimizer: str = "sgd",
+    initial_weights: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train the stock nnUNetTrainerNoMirroring with a short schedule; return where it wrote.
 
@@ -543,6 +566,9 @@ def train(
     oversample_foreground: share of patches centred on a gland (None: nnU-Net's 0.33).
     optimizer: "sgd" (nnU-Net's stock SGD, lr 0.01) or "adam" (AdamW, lr 1e-3: leaves the
         all-background plateau within a few hundred iterations, which SGD may not on CPU).
+    initial_weights: a checkpoint whose network weights start a new training (fine-tuning;
+        same plans, so same network). Loaded weights-only: only GlandSeg's own models or
+        ones the user trusts belong here. Ignored when resuming.
     save_every: epochs between checkpoint_latest writes (nnU-Net's 50 is longer than a
     whole CPU schedule, which would make --continue useless).
     """
@@ -596,6 +622,9 @@ def train(
                 trainer.load_checkpoint(str(chosen))  # initialises the trainer first
                 resumed_from = chosen.name
                 progress(f"resuming from {chosen.name} at epoch {trainer.current_epoch}")
+        if initial_weights is not None and resumed_from is None:
+            _load_initial_weights(trainer, Path(initial_weights))
+            progress(f"network initialised from {initial_weights}")
 
         stats = _StepStats()
         t_start = time.perf_counter()

@@ -76,9 +76,7 @@ def make_ct(slices: int, folder: Path) -> Path:
     return path
 
 
-def run(slices: int, repeats: int, device: str, model: str | None, work: Path) -> dict:
-    from GlandSegLib.inference import GlandPredictor
-    from GlandSegLib.models import load_model_info
+def run(slices: int, repeats: int, device: str, model: str | None, work: Path, tile_step: float | None = None) -> dict:
     from GlandSegLib.pipeline import segment
 
     ct_path = make_ct(slices, work)
@@ -86,7 +84,8 @@ def run(slices: int, repeats: int, device: str, model: str | None, work: Path) -
     for r in range(repeats):
         prog = MeasuringProgress()
         t0 = time.perf_counter()
-        result = segment(ct_path, work / f"out_{slices}_{r}", model=model, device=device, overwrite=True, progress=prog)
+        result = segment(ct_path, work / f"out_{slices}_{r}", model=model, device=device, overwrite=True, progress=prog,
+                         tile_step=tile_step)
         wall = time.perf_counter() - t0
         prog.close()
         runs.append({"wall_s": wall, "timings_s": dict(prog.timings), "peak_rss_mb": dict(prog.peak_mb),
@@ -146,6 +145,40 @@ def compare_old_box(slices: int, device: str, model: str | None, work: Path) -> 
     return out
 
 
+def compare_tile_steps(slices: int, steps: list[float], device: str, model: str | None, work: Path) -> dict:
+    """Inference time and agreement between sliding-window steps (the first is the reference)."""
+    import SimpleITK as sitk
+
+    from GlandSegLib.glands import GLANDS
+    from GlandSegLib.inference import GlandPredictor
+    from GlandSegLib.metrics import dice
+    from GlandSegLib.models import load_model_info
+    from GlandSegLib.pipeline import segment
+
+    ct_path = make_ct(slices, work)
+    info = load_model_info(model)
+    rows, labels = [], {}
+    for step in steps:
+        predictor = GlandPredictor(info, device, tile_step_size=step)
+        prog = MeasuringProgress()
+        res = segment(ct_path, work / f"step_{step}", predictor=predictor, overwrite=True, progress=prog)
+        prog.close()
+        labels[step] = sitk.GetArrayFromImage(res.labels)
+        rows.append({"tile_step": step, "tiles": predictor.n_tiles(tuple(int(v) for v in _model_shape(res.report, info))),
+                     "inference_s": round(prog.timings["inference"], 2), "peak_rss_mb": round(max(prog.peak_mb.values()), 1)})
+    ref = steps[0]
+    for row in rows:
+        row["dice_vs_step_" + str(ref)] = {g.key: dice(labels[row["tile_step"]] == g.label, labels[ref] == g.label) for g in GLANDS}
+    return {"slices": slices, "rows": rows}
+
+
+def _model_shape(report: dict, info) -> list[int]:
+    from GlandSegLib.geometry import PhysicalBox, model_grid
+
+    box = PhysicalBox(report["crop_box"]["lower_lps_mm"], report["crop_box"]["upper_lps_mm"])
+    return list(model_grid(box, info.spacing_xyz).GetSize())[::-1]
+
+
 def markdown(results: list[dict], machine: str) -> str:
     stages = list(results[0]["stage_s_median"])
     head = "| CT | " + " | ".join(stages) + " | total | peak RSS |\n|---|" + "---|" * (len(stages) + 2) + "\n"
@@ -164,6 +197,9 @@ def main() -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=str(REPO / "out" / "bench"))
     ap.add_argument("--compare-old-box", action="store_true", help="also run the old pipeline's 600x600x375 mm box on 512x512x1000")
+    ap.add_argument("--tile-step", type=float, default=None, help="sliding-window step for the main table (default: the device's)")
+    ap.add_argument("--compare-tile-steps", type=float, nargs="+", default=None, metavar="STEP",
+                    help="also time these steps on 512x512x1000 and give each one's Dice against the first")
     args = ap.parse_args()
     import torch
 
@@ -174,12 +210,21 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="glandseg-bench-") as tmp:
         for n in args.slices:
-            res = run(n, args.repeats, args.device, args.model, Path(tmp))
+            res = run(n, args.repeats, args.device, args.model, Path(tmp), args.tile_step)
             results.append(res)
             print(f"512x512x{n}: {res['wall_s_median']:.1f} s, peak RSS {res['peak_rss_mb'] / 1024:.2f} GB", flush=True)
         comparison = compare_old_box(1000, args.device, args.model, Path(tmp)) if args.compare_old_box else None
-    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "results": results, "old_box_comparison": comparison}, indent=2))
+        steps = compare_tile_steps(1000, args.compare_tile_steps, args.device, args.model, Path(tmp)) if args.compare_tile_steps else None
+    (out / "benchmark.json").write_text(json.dumps({"machine": machine, "tile_step": args.tile_step, "results": results,
+                                                    "old_box_comparison": comparison, "tile_steps": steps}, indent=2))
     table = markdown(results, machine)
+    if steps:
+        ref = steps["rows"][0]["tile_step"]
+        table += "\n| tile step | tiles | inference | peak RSS | Dice vs step " + str(ref) + " (min over glands found) |\n|---|---|---|---|---|\n"
+        for row in steps["rows"]:
+            found = [v for v in row["dice_vs_step_" + str(ref)].values() if v is not None]
+            table += (f"| {row['tile_step']} | {row['tiles']} | {row['inference_s']:.1f} s | {row['peak_rss_mb'] / 1024:.2f} GB | "
+                      f"{min(found):.3f} |\n" if found else "n/a |\n")
     if comparison:
         g, o = comparison["glandseg"], comparison["old_box"]
         table += ("\n| box | size (mm) | voxels through the network | inference | total | peak RSS |\n|---|---|---|---|---|---|\n"

@@ -120,6 +120,7 @@ def _write(img: sitk.Image, path: Path) -> Path:
     ("no_head", 6, "no head"),
     ("missing_model", 7, "not found"),
     ("corrupt_model", 7, "corrupt"),
+    ("bad_tile_step", 4, "--tile-step"),
 ])
 def test_bad_input_gets_one_line_and_a_distinct_exit_code(tmp_path, case, code, message):
     from GlandSegLib.phantom import no_head_phantom
@@ -144,6 +145,8 @@ def test_bad_input_gets_one_line_and_a_distinct_exit_code(tmp_path, case, code, 
         path = _write(sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 900, (20, 40, 40)).astype(np.int16)), tmp_path / "mr.nii.gz")
     elif case == "no_head":
         path = _write(no_head_phantom(1), tmp_path / "abdomen.nii.gz")
+    elif case == "bad_tile_step":
+        path, model_args = SAMPLE, ["--tile-step", "1.5"]
     elif case in ("missing_model", "corrupt_model"):
         path = SAMPLE
         if case == "missing_model":
@@ -187,3 +190,18 @@ def test_reports_carry_no_patient_identifiers_unless_asked(dicom_sample, tmp_pat
     lab = sitk.ReadImage(str(out / "glands_labelmap.nii.gz"))
     ct = sitk.ReadImage(str(SAMPLE))
     assert np.allclose(lab.GetOrigin(), ct.GetOrigin(), atol=1e-3) and lab.GetSize() == ct.GetSize()
+
+
+def test_phantom_around_real_outlines_keeps_the_raters_glands(tmp_path, shared_data):
+    from GlandSegLib.phantom import list_outline_cases, make_phantom_from_outlines, reorient
+
+    case = list_outline_cases(shared_data / "tcia-hn-labels", "validation")[0]
+    proc = glandseg("phantom", "--outlines", str(case), "--rater", "radiographer", "--field", "head",
+                    "--variant", "ras", "--seed", "3", "-o", str(tmp_path / "ph"))
+    assert proc.returncode == 0, proc.stderr
+    written = sitk.ReadImage(str(tmp_path / "ph" / "labels.nii.gz"))
+    direct = reorient(make_phantom_from_outlines(case, "radiographer", 3, field="head").labels, "ras", is_label=True)
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(direct))
+    assert written.GetDirection() == pytest.approx(direct.GetDirection())
+    bad = glandseg("phantom", "--outlines", str(case), "--variant", "sideways", "-o", str(tmp_path / "x"))
+    assert bad.returncode == 4 and "--variant" in bad.stderr

@@ -12,10 +12,9 @@ import SimpleITK as sitk
 from GlandSegLib.glands import GLANDS
 from GlandSegLib.inference import GlandPredictor
 from GlandSegLib.metrics import dice
-from GlandSegLib.model_eval import HELDOUT_SEED_BASE, evaluate_openkbp, evaluate_phantoms, score_case
+from GlandSegLib.model_eval import (CARD_HEADING, EVALUATION, HELDOUT_SEED_BASE, card_section, evaluate_openkbp,
+                                    evaluate_phantoms, score_case, write_into_model)
 from GlandSegLib.models import load_model_info
-
-EVALUATION = "evaluation.json"
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +33,36 @@ def test_score_case_matches_a_direct_computation():
     assert s["parotid_r"]["hd95_mm"] == pytest.approx(1.0)
 
 
-def test_published_phantom_metrics_are_reproduced(predictor, tmp_path):
-    published = json.loads((predictor.info.folder / EVALUATION).read_text())
-    result = evaluate_phantoms(predictor, 1, tmp_path)
-    assert result["seeds"] == [HELDOUT_SEED_BASE]
-    first = published["heldout_phantoms"]["cases"][0]
-    again = result["cases"][0]
+def test_published_phantom_metrics_are_reproduced(predictor, tmp_path, shared_data):
+    published = json.loads((predictor.info.folder / EVALUATION).read_text())["heldout_phantoms"]
+    result = evaluate_phantoms(predictor, shared_data / "tcia-hn-labels", tmp_path, limit=1)
+    assert result["seeds"] == [HELDOUT_SEED_BASE] and result["split"] == "validation"
+    (scan, again), = result["cases"].items()
+    first = published["cases"][scan]
+    assert set(again) == set(first)
     for g in GLANDS:
         if g.key in first:
             assert again[g.key]["dice"] == pytest.approx(first[g.key]["dice"], abs=0.02), g.key
+    # the human reference is the radiographer on the same scan, against the same truth
+    human = result["human_radiographer_vs_oncologist"]
+    assert set(human) <= {g.key for g in GLANDS} and all(0 <= h["dice_median"] <= 1 for h in human.values())
+
+
+def test_card_section_and_checksums_follow_the_evaluation(tmp_path):
+    import shutil
+
+    from GlandSegLib.models import load_model_info as load
+
+    folder = tmp_path / "m"
+    shutil.copytree(load_model_info(None).folder, folder)
+    result = json.loads((folder / EVALUATION).read_text())
+    result["openkbp"]["summary"]["parotid_r"]["dice_median"] = 0.123
+    write_into_model(folder, result)
+    card = (folder / "model_card.md").read_text()
+    assert card.count(CARD_HEADING) == 1 and "| parotid_r | " in card and "0.123" in card
+    assert card.endswith(card_section(result))
+    assert json.loads((folder / EVALUATION).read_text())["openkbp"]["summary"]["parotid_r"]["dice_median"] == 0.123
+    assert load(str(folder)).name  # checksums refreshed: the folder still verifies
 
 
 def test_openkbp_parotids_are_scored(predictor, tmp_path, shared_data):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from GlandSegLib.glands import GLANDS
+from GlandSegLib.glands import GLANDS, IGNORE_LABEL
 from GlandSegLib.nnunet_env import FOLDER_VARIABLES, NnUNetFolders, nnunet_environment
 
 DATASET_ID = 987
@@ -55,7 +55,8 @@ def blob_case(seed: int, spacing=SPACING_XYZ, shape_zyx=SHAPE_ZYX) -> tuple[sitk
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """Write, plan, preprocess, train 1 epoch x 2 iterations, resume 1 more epoch, export."""
+    """Write (one case partly unsupervised: ignore label), plan, preprocess, train 1 epoch x 2
+    iterations, resume 1 more epoch, export, then fine-tune a new training from the export."""
     from GlandSegLib import export, training
 
     torchvision_before = "torchvision" in sys.modules
@@ -65,7 +66,13 @@ def pipeline(tmp_path_factory):
     lines: list[str] = []
     with nnunet_environment(folders, n_proc=1, n_proc_da=0, torch_threads=2):
         cases = [(f"blob{i}", *blob_case(i)) for i in range(4)]
-        raw = training.write_raw_dataset(cases, folders.raw, DATASET_ID, "TrainTest", SPACING_XYZ, "blobs for tests")
+        partial = sitk.GetArrayFromImage(cases[3][2])
+        partial[:, :, -8:][partial[:, :, -8:] == 0] = IGNORE_LABEL  # a region this case does not supervise
+        partial_img = sitk.GetImageFromArray(partial)
+        partial_img.CopyInformation(cases[3][2])
+        cases[3] = (cases[3][0], cases[3][1], partial_img)
+        raw = training.write_raw_dataset(cases, folders.raw, DATASET_ID, "TrainTest", SPACING_XYZ, "blobs for tests",
+                                         ignore_label=True)
         plan = training.plan_and_preprocess(DATASET_ID, "3d_compact", SPACING_XYZ, PATCH_XYZ, FEATURES, 2, progress=lines.append)
     # training passes its folders explicitly, outside any context
     first = training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=2, device="cpu",
@@ -74,7 +81,10 @@ def pipeline(tmp_path_factory):
                              continue_training=True, progress=lines.append, folders=folders, torch_threads=2)
     dest = export.export_model(resumed.output_folder, work / "models" / "test-model", "test-model", fold="all",
                                card={"summary": "test", "training": {"epochs": 2, "iterations_per_epoch": 2}})
-    return types.SimpleNamespace(raw=raw, plan=plan, first=first, resumed=resumed, dest=dest, lines=lines,
+    tuned = training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
+                           progress=lines.append, folders=folders, torch_threads=2,
+                           initial_weights=dest / "fold_all" / "checkpoint_final.pth")
+    return types.SimpleNamespace(raw=raw, plan=plan, first=first, resumed=resumed, tuned=tuned, dest=dest, lines=lines,
                                  folders=folders, torchvision_before=torchvision_before, env_before=env_before)
 
 
@@ -82,7 +92,8 @@ def test_raw_dataset_layout_and_labels(pipeline):
     raw = pipeline.raw
     ds = json.loads((raw / "dataset.json").read_text())
     assert ds["channel_names"] == {"0": "CT"}
-    assert list(ds["labels"].items()) == [("background", 0)] + [(g.tg263, g.label) for g in sorted(GLANDS, key=lambda g: g.label)]
+    assert list(ds["labels"].items()) == ([("background", 0)] + [(g.tg263, g.label) for g in sorted(GLANDS, key=lambda g: g.label)]
+                                          + [("ignore", IGNORE_LABEL)])
     assert ds["numTraining"] == 4
     assert ds["glandseg"]["crop"]["spacing_mm"] == list(SPACING_XYZ)
     assert ds["glandseg"]["crop"]["direction"] == "identity"
@@ -90,7 +101,7 @@ def test_raw_dataset_layout_and_labels(pipeline):
         assert (raw / "imagesTr" / f"blob{i}_0000{ds['file_ending']}").is_file()
         lab = sitk.ReadImage(str(raw / "labelsTr" / f"blob{i}{ds['file_ending']}"))
         assert lab.GetSpacing() == pytest.approx(SPACING_XYZ)
-        assert set(np.unique(sitk.GetArrayViewFromImage(lab))) == {0, 1, 2, 3, 4, 5, 6}
+        assert set(np.unique(sitk.GetArrayViewFromImage(lab))) == {0, 1, 2, 3, 4, 5, 6} | ({IGNORE_LABEL} if i == 3 else set())
 
 
 def test_plans_have_compact_configuration(pipeline):
@@ -122,6 +133,30 @@ def test_training_ran_and_resumed(pipeline):
     assert resumed.resumed_from == "checkpoint_final.pth"
     assert resumed.epochs_run == 1  # epoch 2 only
     assert any("epoch 2/2" in line for line in pipeline.lines)
+
+
+def test_fine_tuning_starts_from_given_weights(pipeline):
+    import torch
+
+    assert pipeline.tuned.resumed_from is None and pipeline.tuned.epochs_run == 1
+    assert any(line.startswith("network initialised from") for line in pipeline.lines)
+    start = torch.load(pipeline.dest / "fold_all" / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    after = torch.load(pipeline.tuned.checkpoint, weights_only=False)["network_weights"]
+    # one step away from the exported weights, not a fresh random network (that would differ by ~100%)
+    moved = sum(float((after[k].float() - v.float()).abs().sum()) for k, v in start.items())
+    size = sum(float(v.float().abs().sum()) for v in start.values())
+    assert 0 < moved / size < 0.2
+
+
+def test_fine_tuning_refuses_weights_of_another_network(pipeline, tmp_path):
+    from GlandSegLib import training
+    from GlandSegLib.models import load_model_info
+
+    shipped = load_model_info(None)  # a 5-stage network; the test plans build a 3-stage one
+    with pytest.raises(ValueError, match="does not fit this network"):
+        training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
+                       progress=lambda m: None, folders=pipeline.folders, torch_threads=2,
+                       initial_weights=shipped.folder / "fold_all" / shipped.checkpoint)
 
 
 def test_exported_checkpoint_is_stripped_and_safe(pipeline):
@@ -240,6 +275,10 @@ def test_write_raw_dataset_refuses_off_recipe_cases(tmp_path):
     bad[0, 0, 0] = 9
     with pytest.raises(ValueError, match="label values"):
         write_raw_dataset([("a", ct, bad)], tmp_path, 13, "X", SPACING_XYZ, "d")
+    partial = sitk.Image(lab)
+    partial[0, 0, 0] = IGNORE_LABEL
+    with pytest.raises(ValueError, match="label values"):  # only a dataset declared partial may carry it
+        write_raw_dataset([("a", ct, partial)], tmp_path, 15, "X", SPACING_XYZ, "d")
     write_raw_dataset([("a", ct, lab)], tmp_path, 14, "X", SPACING_XYZ, "d")
     with pytest.raises(FileExistsError):
         write_raw_dataset([("a", ct, lab)], tmp_path, 14, "X", SPACING_XYZ, "d")

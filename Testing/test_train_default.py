@@ -1,0 +1,43 @@
+"""The default model's training set: which cases, seeded, and cropped exactly as inference crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from GlandSegLib.glands import IGNORE_LABEL
+from GlandSegLib.train_default import SPACING, openkbp_specs, outline_specs, prepare_case
+
+
+def test_outline_specs_are_seeded_and_use_the_training_split_only(shared_data):
+    root = shared_data / "tcia-hn-labels"
+    a, b = outline_specs(root, 3, seed=0), outline_specs(root, 3, seed=0)
+    assert a == b and outline_specs(root, 3, seed=1) != a
+    assert len(a) == 28 * 3 and len({s.case_id for s in a}) == len(a)
+    assert all("/test/" in s.path.replace("\\", "/") for s in a)  # validation scans are held out
+    assert {s.rater for s in a} == {"oncologist", "radiographer"}
+    assert {s.field for s in a} == {"head", "headneck", "wholebody"}
+    assert sum(s.variant == "lps" for s in a) == len(a) // 2
+
+
+def test_openkbp_specs_refuse_the_held_out_split(shared_data):
+    assert len(openkbp_specs(shared_data / "openkbp" / "train-pats")) == 170
+    with pytest.raises(ValueError, match="held out"):
+        openkbp_specs(shared_data / "openkbp" / "validation-pats")
+
+
+@pytest.mark.parametrize("source", ["outline", "openkbp"])
+def test_prepared_cases_sit_on_the_model_grid(shared_data, source):
+    spec = (outline_specs(shared_data / "tcia-hn-labels", 2, seed=0)[1] if source == "outline"
+            else openkbp_specs(shared_data / "openkbp" / "train-pats")[0])
+    case_id, ct, lab, info = prepare_case(spec, SPACING)
+    assert case_id == spec.case_id and "skipped" not in info
+    assert ct.GetSpacing() == pytest.approx(SPACING) and lab.GetSize() == ct.GetSize()
+    assert ct.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    values = set(np.unique(sitk.GetArrayViewFromImage(lab)).tolist())
+    if source == "outline":  # every gland the rater outlined, nothing unsupervised
+        assert {3, 4} <= values <= {0, 1, 2, 3, 4, 5, 6}
+    else:  # parotids, certain background, and the unknown rest of the body
+        assert values == {0, 3, 4, IGNORE_LABEL}
+    assert info["gland_voxels"][2] > 0 and info["gland_voxels"][3] > 0
