@@ -28,7 +28,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--locator", default="fast", choices=("fast", "totalsegmentator"))
     p.add_argument("--tile-step", type=float, default=None, metavar="F",
-                   help="sliding-window step, fraction of the patch (default 0.75 on CPU, 0.5 on GPU; smaller: slower, smoother)")
+                   help="sliding-window step, fraction of the patch (default 0.5; 0.75: ~2.5x faster inference, results differ by Dice ~0.9)")
     p.add_argument("--box", type=float, nargs=6, default=None, metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
                    help="use this head box (LPS mm) instead of the locator, e.g. one adjusted in Slicer")
     p.add_argument("--series", default=None, metavar="UID", help="DICOM series instance UID when the folder holds several CTs")
@@ -53,6 +53,7 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="voxel size in mm (default 1 1 2; with --outlines the outlines' own grid)")
     p.add_argument("--truncate-vertex-mm", type=float, default=0.0)
+    p.add_argument("--length-mm", type=float, default=None, help="field length from the top (default: the field's own)")
     p.add_argument("--variant", default="lps", help="how the same anatomy is stored: lps, ras, flip_x, permuted, "
                    "feet_first, oblique10, anisotropic")
     p.add_argument("--overwrite", action="store_true")
@@ -141,12 +142,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     if args.outlines:
         try:
             ph = make_phantom_from_outlines(args.outlines, args.rater, args.seed, field=args.field, spacing=spacing,
-                                            truncate_vertex_mm=args.truncate_vertex_mm)
+                                            truncate_vertex_mm=args.truncate_vertex_mm, length_mm=args.length_mm)
         except FileNotFoundError as exc:
             raise InputNotFoundError(str(exc)) from None
     else:
         ph = make_phantom(args.seed, field=args.field, spacing=spacing or (1.0, 1.0, 2.0),
-                          truncate_vertex_mm=args.truncate_vertex_mm)
+                          truncate_vertex_mm=args.truncate_vertex_mm, length_mm=args.length_mm)
     write_image_atomic(reorient(ph.ct, args.variant), out / "ct.nii.gz")
     write_image_atomic(reorient(ph.labels, args.variant, is_label=True), out / "labels.nii.gz")
     print(f"wrote {out / 'ct.nii.gz'} and {out / 'labels.nii.gz'}")

@@ -22,11 +22,11 @@ from .models import ModelInfo
 
 ProgressFn = Callable[[float, str], None]
 
-# Sliding-window step as a fraction of the patch. On a GPU tiles are cheap: nnU-Net's 0.5
-# (every voxel seen by ~8 overlapping tiles). On a CPU tiles are the run time: 0.75 needs
-# 12 instead of 36 tiles on a typical 100x100x143 head crop (see Testing/benchmark.py and
-# the README for the measured time and the Dice between the two).
-TILE_STEP = {"cuda": 0.5, "cpu": 0.75}
+# Sliding-window step as a fraction of the patch: nnU-Net's 0.5 everywhere. 0.75 needs 12
+# instead of 36 tiles on the head crop (CPU inference 4 s instead of 11 s), but its result
+# differs from 0.5 by Dice 0.88-0.94 per gland (Testing/benchmark.py --compare-tile-steps),
+# as much as the model's own error: accuracy first, speed on request (--tile-step 0.75).
+DEFAULT_TILE_STEP = 0.5
 
 
 def choose_device(requested: str = "auto") -> str:
@@ -55,7 +55,7 @@ class GlandPredictor:
         self.info = info
         self.device = choose_device(device)
         if tile_step_size is None:
-            tile_step_size = TILE_STEP[self.device]
+            tile_step_size = DEFAULT_TILE_STEP
         if not 0.1 <= tile_step_size <= 1.0:
             raise ValueError(f"tile step must be between 0.1 and 1 (a fraction of the patch), got {tile_step_size}")
         plans_manager = PlansManager(info.plans)

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import ModelError
 from .names import map_model_labels
 
-DEFAULT_MODEL = "glandseg-phantom-v1"
+DEFAULT_MODEL = "glandseg-v2"
 METADATA = "glandseg-model.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -85,7 +85,7 @@ def segment(
     tile_step: float | None = None,
 ) -> SegmentResult:
     """dicom_out: also write a DICOM SEG and an RTSTRUCT referencing the input series (dicom_out.py).
-    tile_step: sliding-window step as a fraction of the patch (None: inference.TILE_STEP for the device)."""
+    tile_step: sliding-window step as a fraction of the patch (None: inference.DEFAULT_TILE_STEP)."""
     progress = progress or Progress("none")
     outdir = Path(outdir)
     check_outdir(outdir, overwrite)

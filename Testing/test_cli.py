@@ -20,9 +20,10 @@ from GlandSegLib.pipeline import OUTPUT_FILES
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Resources" / "sample" / "phantom_head_ct.nii.gz"
 SAMPLE_LABELS = REPO / "Resources" / "sample" / "phantom_head_labels.nii.gz"
-# What the shipped phantom model reaches on the sample, less a margin (see its model card):
+# What the shipped model reaches on the sample (glandseg-v2: parotids 0.81 / 0.76, submandibular
+# 0.28 / 0.69 -- the right one is its weakest gland), less a margin (see its model card):
 # a regression below these is a real change. 0.0: the model does not find that gland yet.
-SAMPLE_DICE_FLOOR = {"lacrimal_r": 0.0, "lacrimal_l": 0.0, "parotid_r": 0.7, "parotid_l": 0.7, "submandibular_r": 0.0, "submandibular_l": 0.6}
+SAMPLE_DICE_FLOOR = {"lacrimal_r": 0.0, "lacrimal_l": 0.0, "parotid_r": 0.7, "parotid_l": 0.65, "submandibular_r": 0.2, "submandibular_l": 0.6}
 
 
 def glandseg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

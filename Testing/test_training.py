@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import types
 
@@ -81,10 +82,13 @@ def pipeline(tmp_path_factory):
                              continue_training=True, progress=lines.append, folders=folders, torch_threads=2)
     dest = export.export_model(resumed.output_folder, work / "models" / "test-model", "test-model", fold="all",
                                card={"summary": "test", "training": {"epochs": 2, "iterations_per_epoch": 2}})
+    resumed_weights = work / "resumed_checkpoint_final.pth"  # the fine-tuning below writes the same fold folder
+    shutil.copy2(resumed.checkpoint, resumed_weights)
     tuned = training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
                            progress=lines.append, folders=folders, torch_threads=2,
                            initial_weights=dest / "fold_all" / "checkpoint_final.pth")
     return types.SimpleNamespace(raw=raw, plan=plan, first=first, resumed=resumed, tuned=tuned, dest=dest, lines=lines,
+                                 resumed_weights=resumed_weights,
                                  folders=folders, torchvision_before=torchvision_before, env_before=env_before)
 
 
@@ -172,7 +176,7 @@ def test_exported_checkpoint_is_stripped_and_safe(pipeline):
     assert all(isinstance(v, torch.Tensor) for v in ck["network_weights"].values())
     assert all(v.dtype == torch.float32 for v in ck["network_weights"].values() if v.is_floating_point())
     # the weights are the trained ones
-    full = torch.load(pipeline.resumed.checkpoint, map_location="cpu", weights_only=False)
+    full = torch.load(pipeline.resumed_weights, map_location="cpu", weights_only=False)
     for k, v in full["network_weights"].items():
         assert torch.equal(ck["network_weights"][k], v.float())
     # shared tensors stay shared: no bigger than the weights themselves (plus pickle overhead)
@@ -199,7 +203,7 @@ def test_export_index_and_checksums(pipeline):
     verify_checksums(dest, index)
     ds = json.loads((dest / "dataset.json").read_text())
     assert [ds["labels"][g.tg263] for g in GLANDS] == [g.label for g in GLANDS]
-    assert [k for k in ds["labels"] if k != "background"] == [g.tg263 for g in sorted(GLANDS, key=lambda g: g.label)]
+    assert [k for k in ds["labels"] if k != "background"] == [g.tg263 for g in sorted(GLANDS, key=lambda g: g.label)] + ["ignore"]
     plans = json.loads((dest / "plans.json").read_text())
     assert "3d_compact" in plans["configurations"] and "continue_training" not in plans
     assert "Glnd_Lacrimal_R" in (dest / "model_card.md").read_text()
