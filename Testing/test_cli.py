@@ -20,10 +20,10 @@ from GlandSegLib.pipeline import OUTPUT_FILES
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Resources" / "sample" / "phantom_head_ct.nii.gz"
 SAMPLE_LABELS = REPO / "Resources" / "sample" / "phantom_head_labels.nii.gz"
-# What the shipped model reaches on the sample (glandseg-v2: parotids 0.81 / 0.76, submandibular
-# 0.28 / 0.69 -- the right one is its weakest gland), less a margin (see its model card):
+# What the shipped model reaches on the sample (glandseg-v2, tile step 0.5: parotids 0.78 / 0.76,
+# submandibular 0.73 / 0.79; at step 0.75 the right submandibular fell to 0.28), less a margin:
 # a regression below these is a real change. 0.0: the model does not find that gland yet.
-SAMPLE_DICE_FLOOR = {"lacrimal_r": 0.0, "lacrimal_l": 0.0, "parotid_r": 0.7, "parotid_l": 0.65, "submandibular_r": 0.2, "submandibular_l": 0.6}
+SAMPLE_DICE_FLOOR = {"lacrimal_r": 0.0, "lacrimal_l": 0.0, "parotid_r": 0.7, "parotid_l": 0.68, "submandibular_r": 0.63, "submandibular_l": 0.7}
 
 
 def glandseg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -84,7 +84,7 @@ def test_variants_agree_in_physical_space(results, variant):
         # Lossless variants hold the same voxels: 0.95 for every gland the model has learned
         # (held-out Dice >= 0.75 in its evaluation.json). Oblique and anisotropic variants
         # re-interpolate the CT itself, and a gland the model knows less well moves with that
-        # (measured with glandseg-v2: right submandibular, held-out 0.79, at 0.76 on both,
+        # (measured with glandseg-v2 at tile step 0.75: right submandibular at 0.76 on both,
         # left submandibular 0.88-0.89, the parotids >= 0.90), which measures the model, not
         # the geometry: the laterality test below still holds for every gland.
         if reinterpolated:
