@@ -61,7 +61,7 @@ from .training import DEFAULT_FEATURES as FEATURES
 from .training import DEFAULT_ITERATIONS as ITERATIONS
 from .training import DEFAULT_PATCH as PATCH
 from .training import DEFAULT_SPACING as SPACING
-from .openkbp import RING_MM
+from .openkbp import BELOW_PAROTIDS_MM, RING_MM
 
 DATASET_ID = 802
 DATASET_NAME = "GlandSegOutlinesOpenKBP"
@@ -347,9 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "real_ct": {
                     "source": "OpenKBP train-pats (Babier et al. 2021; repository MIT, CTs from TCIA collections, "
-                              "CC BY): parotids supervised; air, the other outlined organs and a "
-                              f"{RING_MM:g} mm ring around each parotid are background; the rest of the body is "
-                              "nnU-Net's ignore label",
+                              "CC BY): parotids supervised; air, the other outlined organs, a "
+                              f"{RING_MM:g} mm ring around each parotid and everything more than {BELOW_PAROTIDS_MM:g} mm "
+                              "below the parotids are background; the rest of the body is nnU-Net's ignore label",
                     "cases": sum(1 for i in used if i["source"] == "openkbp"),
                 },
                 "skipped_by_locator": [i["case_id"] for i in infos if "skipped" in i],
