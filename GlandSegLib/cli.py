@@ -103,8 +103,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
     from .pipeline import segment
 
-    if args.tile_step is not None and not 0.1 <= args.tile_step <= 1.0:
-        raise InvalidInputError(f"--tile-step is a fraction of the patch between 0.1 and 1, got {args.tile_step}")
+    from .inference import TILE_STEP_RANGE
+
+    lo, hi = TILE_STEP_RANGE
+    if args.tile_step is not None and not lo <= args.tile_step <= hi:  # before reading the CT: fail fast
+        raise InvalidInputError(f"--tile-step is a fraction of the patch between {lo:g} and {hi:g}, got {args.tile_step}")
     box = None
     if args.box is not None:
         from .geometry import PhysicalBox

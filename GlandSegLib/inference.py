@@ -27,6 +27,7 @@ ProgressFn = Callable[[float, str], None]
 # differs from 0.5 by Dice 0.88-0.94 per gland (Testing/benchmark.py --compare-tile-steps),
 # as much as the model's own error: accuracy first, speed on request (--tile-step 0.75).
 DEFAULT_TILE_STEP = 0.5
+TILE_STEP_RANGE = (0.1, 1.0)  # fractions of the patch; outside it, tiles skip voxels or crawl
 
 
 def choose_device(requested: str = "auto") -> str:
@@ -56,8 +57,9 @@ class GlandPredictor:
         self.device = choose_device(device)
         if tile_step_size is None:
             tile_step_size = DEFAULT_TILE_STEP
-        if not 0.1 <= tile_step_size <= 1.0:
-            raise ValueError(f"tile step must be between 0.1 and 1 (a fraction of the patch), got {tile_step_size}")
+        if not TILE_STEP_RANGE[0] <= tile_step_size <= TILE_STEP_RANGE[1]:
+            raise ValueError(f"tile step must be between {TILE_STEP_RANGE[0]:g} and {TILE_STEP_RANGE[1]:g} "
+                             f"(a fraction of the patch), got {tile_step_size}")
         plans_manager = PlansManager(info.plans)
         cfg = plans_manager.get_configuration(info.configuration)
         parameters = []

@@ -60,11 +60,10 @@ def parotid_truth(oar: sitk.Image) -> sitk.Image:
 
 
 def _patient_z(image: sitk.Image) -> np.ndarray:
-    """Physical LPS z (towards the head) of every voxel, as a broadcastable (z, y, x) array."""
+    """Physical LPS z (towards the head) of every voxel, a (z, y, x) float32 array."""
     d = np.array(image.GetDirection()).reshape(3, 3)[2] * np.array(image.GetSpacing())
-    size = image.GetSize()
-    axes = [np.arange(n, dtype=np.float32) * float(step) for n, step in zip(size, d)]
-    return (image.GetOrigin()[2] + axes[2][:, None, None] + axes[1][None, :, None] + axes[0][None, None, :]).astype(np.float32)
+    x, y, z = (np.arange(n, dtype=np.float32) * np.float32(step) for n, step in zip(image.GetSize(), d))
+    return np.float32(image.GetOrigin()[2]) + z[:, None, None] + y[None, :, None] + x[None, None, :]
 
 
 def partial_labels(ct: sitk.Image, oar: sitk.Image, ring_mm: float = RING_MM,
@@ -88,8 +87,8 @@ def partial_labels(ct: sitk.Image, oar: sitk.Image, ring_mm: float = RING_MM,
     parotid = np.isin(t, list(PAROTIDS))
     if parotid.any():
         z = _patient_z(oar)
-        lowest = float(np.broadcast_to(z, t.shape)[parotid].min())
-        out[(np.broadcast_to(z, t.shape) < lowest - below_parotids_mm) & (out == IGNORE_LABEL)] = 0
+        lowest = float(z[parotid].min())
+        out[(z < lowest - below_parotids_mm) & (out == IGNORE_LABEL)] = 0
     for src, dst in PAROTIDS.items():
         out[t == src] = dst
     return _like(out, oar)

@@ -143,7 +143,7 @@ def compare_old_box(slices: int, device: str, model: str | None, work: Path) -> 
         t0 = time.perf_counter()
         res = segment(ct_path, work / f"cmp_{name}", predictor=predictor, device=device, overwrite=True, progress=prog, box=box)
         prog.close()
-        used = PhysicalBox(res.report["crop_box"]["lower_lps_mm"], res.report["crop_box"]["upper_lps_mm"])
+        used = _used_box(res.report)
         voxels = int(np.prod(model_grid(used, spacing).GetSize()))
         out[name] = {"box_mm": [round(float(v), 1) for v in used.size], "voxels_through_network": voxels,
                      "wall_s": round(time.perf_counter() - t0, 2), "inference_s": prog.timings.get("inference"),
@@ -161,6 +161,7 @@ def compare_tile_steps(slices: int, steps: list[float], device: str, model: str 
     """Inference time and agreement between sliding-window steps (the first is the reference)."""
     import SimpleITK as sitk
 
+    from GlandSegLib.geometry import model_grid
     from GlandSegLib.glands import GLANDS
     from GlandSegLib.inference import GlandPredictor
     from GlandSegLib.metrics import dice
@@ -176,7 +177,8 @@ def compare_tile_steps(slices: int, steps: list[float], device: str, model: str 
         res = segment(ct_path, work / f"step_{step}", predictor=predictor, overwrite=True, progress=prog)
         prog.close()
         labels[step] = sitk.GetArrayFromImage(res.labels)
-        rows.append({"tile_step": step, "tiles": predictor.n_tiles(tuple(int(v) for v in _model_shape(res.report, info))),
+        shape_zyx = tuple(int(v) for v in reversed(model_grid(_used_box(res.report), info.spacing_xyz).GetSize()))
+        rows.append({"tile_step": step, "tiles": predictor.n_tiles(shape_zyx),
                      "inference_s": round(prog.timings["inference"], 2), "peak_rss_mb": round(max(prog.peak_mb.values()), 1)})
     ref = steps[0]
     for row in rows:
@@ -184,11 +186,11 @@ def compare_tile_steps(slices: int, steps: list[float], device: str, model: str 
     return {"slices": slices, "rows": rows}
 
 
-def _model_shape(report: dict, info) -> list[int]:
-    from GlandSegLib.geometry import PhysicalBox, model_grid
+def _used_box(report: dict):
+    """The head box a `segment` run used, from its report."""
+    from GlandSegLib.geometry import PhysicalBox
 
-    box = PhysicalBox(report["crop_box"]["lower_lps_mm"], report["crop_box"]["upper_lps_mm"])
-    return list(model_grid(box, info.spacing_xyz).GetSize())[::-1]
+    return PhysicalBox(report["crop_box"]["lower_lps_mm"], report["crop_box"]["upper_lps_mm"])
 
 
 def markdown(results: list[dict], machine: str) -> str:
