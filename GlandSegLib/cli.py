@@ -187,6 +187,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             try:
                 info = load_model_info(str(folder))
                 status = f"{info.configuration}, spacing {info.spacing_xyz} mm, folds {','.join(info.folds)}"
+                for kind, stage in sorted(info.stages.items()):
+                    status += f"; {kind} stage at {stage.spacing_xyz} mm"
             except GlandSegError as exc:
                 status = f"unusable: {exc}"
             print(f"{folder.name:<32} {status}  [{root}]")

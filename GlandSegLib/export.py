@@ -131,12 +131,14 @@ def export_model(
     *,
     overwrite: bool = False,
     half: bool = False,
+    index_extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the GlandSeg model folder for one trained fold; return `dest_folder`.
 
     trained_output_folder: nnU-Net's `<results>/<Dataset>/<Trainer>__<Plans>__<config>`.
     card: free-form facts for the model card; a "training" mapping in it is also copied
-    into glandseg-model.json. Everything is written into a temporary sibling folder and
+    into glandseg-model.json, and `index_extra` (e.g. a second stage's anchor) goes into it
+    as given. Everything is written into a temporary sibling folder and
     renamed into place, so a reader never sees a half-written model.
     """
     import torch
@@ -193,6 +195,7 @@ def export_model(
             "labels": {g.tg263: g.label for g in sorted(GLANDS, key=lambda g: g.label)},
             "weights_dtype": "float16" if half else "float32",
             "training": _json_safe(dict(card.get("training", {}))),
+            **_json_safe(dict(index_extra or {})),
         }
         (tmp / CARD_FILE).write_text(_render_card(index, card))
         index["files"] = file_table(tmp)

@@ -86,6 +86,10 @@ class GlandPredictor:
                                              trainer_name, None)
         self._network = network
         self._patch = list(cfg.patch_size)
+        # a second stage (GlandSegLib.lacrimal) loads with its model: load once, predict many
+        lacrimal = info.stages.get("lacrimal")
+        self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model,
+                                       tile_step_size=tile_step_size) if lacrimal is not None else None
 
     def n_tiles(self, shape_zyx: tuple[int, ...]) -> int:
         from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window

@@ -79,6 +79,8 @@ def _find_model_root(folder: Path) -> Path:
                   and any(d.name.startswith("fold_") for d in p.parent.iterdir() if d.is_dir())]
     if not candidates:
         raise ModelError(f"no nnU-Net model (dataset.json, plans.json, fold_*/) found in {folder}")
+    # a two-stage model holds its second stage's model in a subfolder: the outer one is the model
+    candidates = [c for c in candidates if not any(o in c.parents for o in candidates)]
     if len(candidates) > 1:
         raise ModelError("several models found: " + ", ".join(str(c.relative_to(folder)) for c in candidates) + "; install one folder at a time")
     return candidates[0]
@@ -108,6 +110,18 @@ def _copy_model(src: Path, dest: Path, trust: bool) -> list[str]:
     if not folds:
         raise ModelError(f"{src}: no fold_*/checkpoint_final.pth or checkpoint_best.pth")
     return folds
+
+
+def _copy_stage(src: Path, dest: Path, kind: str, sub: str, trust: bool) -> None:
+    """A second stage travels inside its model folder; its checkpoints are re-saved like the
+    first stage's, so its own checksum index is rebuilt."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sub) or not (src / sub / METADATA).is_file():
+        raise ModelError(f"{src}: stage {kind!r} must be a model folder directly inside it, not {sub!r}")
+    (dest / sub).mkdir()
+    _copy_model(src / sub, dest / sub, trust)
+    meta = json.loads((src / sub / METADATA).read_text())
+    meta["files"] = file_table(dest / sub)
+    (dest / sub / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _configuration_of(src: Path, dest: Path, folds: list[str]) -> str:
@@ -151,6 +165,8 @@ def install_model(source: str | Path, name: str | None = None, *, overwrite: boo
         built = staging / "model"
         built.mkdir()
         folds = _copy_model(src, built, trust)
+        for kind, sub in (prior.get("stages") or {}).items():
+            _copy_stage(src, built, str(kind), str(sub), trust)
         meta = dict(prior)
         meta.update({"format": 1, "name": model_name, "configuration": _configuration_of(src, built, folds), "folds": folds,
                      "checkpoint": "checkpoint_final.pth", "installed_from": source.name})

@@ -2,7 +2,7 @@
 
 The numbers in a model card come from this script, so anyone can recompute them:
 
-    python -m GlandSegLib.model_eval --model glandseg-v2 --outlines ../shared/data/tcia-hn-labels \\
+    python -m GlandSegLib.model_eval --model glandseg-v3 --outlines ../shared/data/tcia-hn-labels \\
         --openkbp ../shared/data/openkbp/validation-pats --out eval.json [--card]
 
 Held-out phantoms are built around the `validation` split of the TCIA outlines (training
@@ -98,7 +98,7 @@ def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = No
     from .openkbp import PAROTIDS, list_patients, parotid_truth
     from .pipeline import segment
 
-    cases, failures = {}, {}
+    cases, failures, volumes = {}, {}, {}
     for patient in list_patients(folder)[:limit]:
         truth = parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd")))
         try:
@@ -107,7 +107,21 @@ def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = No
             failures[patient.name] = str(exc)
             continue
         cases[patient.name] = score_case(res.labels, truth, list(PAROTIDS.values()))
-    return {"cases": cases, "failures": failures, "summary": summarize(list(cases.values()))}
+        volumes[patient.name] = {row["name"]: row["volume_ml"] for row in res.report["glands"] if row["label"] in (1, 2)}
+    return {"cases": cases, "failures": failures, "summary": summarize(list(cases.values())),
+            "lacrimal_plausibility": _lacrimal_plausibility(volumes)}
+
+
+def _lacrimal_plausibility(volumes: dict[str, dict[str, float]]) -> dict:
+    """OpenKBP outlines no lacrimal gland: only how often one is found, and its volume
+    against the experts' (TCIA outlines: 0.25-1.3 ml, median ~0.6 ml), can be checked."""
+    out = {}
+    for name in sorted({n for v in volumes.values() for n in v}):
+        found = [v[name] for v in volumes.values() if v.get(name, 0.0) > 0]
+        out[name] = {"patients": len(volumes), "found": len(found),
+                     "volume_ml_median": round(statistics.median(found), 3) if found else None,
+                     "volume_ml_range": [round(min(found), 3), round(max(found), 3)] if found else None}
+    return out
 
 
 def _fmt(v) -> str:
@@ -141,6 +155,13 @@ def card_section(result: dict) -> str:
             out.append(f"| {key} | {s['n']} | {_fmt(s['dice_median'])} | {_fmt(s['dice_mean'])} | {_fmt(s['hd95_mm_median'])} "
                        f"| {_fmt(s['surface_dice_median'])} |")
         out.append("")
+        plaus = kbp.get("lacrimal_plausibility") or {}
+        if any(v["found"] for v in plaus.values()):
+            out += ["Lacrimal glands on the same real CTs (not outlined there: how often one is found and its volume; "
+                    "the TCIA experts' lacrimal glands hold 0.25-1.3 ml):", ""]
+            out += [f"- {name}: found in {v['found']} of {v['patients']}, volume median {v['volume_ml_median']} ml "
+                    f"(range {v['volume_ml_range'][0]}-{v['volume_ml_range'][1]} ml)" for name, v in plaus.items() if v["found"]]
+            out.append("")
     return "\n".join(out)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import ModelError
 from .names import map_model_labels
 
-DEFAULT_MODEL = "glandseg-v2"
+DEFAULT_MODEL = "glandseg-v3"
 METADATA = "glandseg-model.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +52,7 @@ class ModelInfo:
     metadata: dict
     label_map: dict[int, int]  # model value -> canonical gland label
     warnings: list[str] = field(default_factory=list)
+    stages: dict[str, "ModelInfo"] = field(default_factory=dict)  # e.g. "lacrimal": the second stage's model
 
     @property
     def spacing_xyz(self) -> list[float]:
@@ -160,7 +161,23 @@ def load_model_info(model: str | None = None) -> ModelInfo:
     if not metadata:
         warnings.append(f"{folder} has no {METADATA}: files are not checksum-verified (install it with `glandseg install-model`)")
     return ModelInfo(folder, metadata.get("name", folder.name), configuration, folds, checkpoint,
-                     dataset_json, plans, metadata, label_map, warnings)
+                     dataset_json, plans, metadata, label_map, warnings, _load_stages(folder, metadata))
+
+
+def _load_stages(folder: Path, metadata: dict) -> dict[str, ModelInfo]:
+    """Second-stage models a model folder carries in subfolders (metadata "stages": {kind: subfolder})."""
+    stages = {}
+    for kind, sub in (metadata.get("stages") or {}).items():
+        target = (folder / str(sub)).resolve()
+        if folder.resolve() not in target.parents:
+            raise ModelError(f"{METADATA} names a stage outside the model folder: {sub}")
+        if not target.is_dir():
+            raise ModelError(f"stage {kind!r} ({sub}/) is missing from {folder}")
+        stage = load_model_info(str(target))
+        if (stage.metadata.get("stage") or {}).get("kind") != kind:
+            raise ModelError(f"{target} is not a {kind!r} stage model (its {METADATA} has no stage.kind {kind!r})")
+        stages[str(kind)] = stage
+    return stages
 
 
 def _configuration_from_checkpoint(path: Path) -> str | None:

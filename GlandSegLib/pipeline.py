@@ -2,7 +2,9 @@
 
 read -> locate the head -> crop a physical box -> resample to the model grid -> nnU-Net
 (mirroring off) -> probabilities back onto the CT's own grid inside the crop -> largest
-component per gland -> paste into the full CT grid -> write. Outputs are staged in a
+component per gland -> lacrimal stage where the model has one (a 1.25 mm box beside each
+orbit, anchored at the parotid found; GlandSegLib.lacrimal) -> paste into the full CT grid
+-> write. Outputs are staged in a
 hidden folder and moved into place only when everything succeeded.
 """
 
@@ -25,6 +27,7 @@ from .glands import GLANDS
 from .headbox import HeadBox, locate_head
 from .imageio import read_ct, read_image_file, write_image_atomic
 from .inference import GlandPredictor, probabilities_to_labels
+from .lacrimal import refine_lacrimals
 from .models import load_model_info
 from .overview import render_overview
 from .postprocess import keep_largest_component, laterality_warnings
@@ -124,6 +127,9 @@ def segment(
     labels_crop = probabilities_to_labels(probs, model_crop, ct_crop)
     del probs
     labels_crop = keep_largest_component(labels_crop)
+    if predictor.lacrimal is not None:
+        progress.start("lacrimal", "lacrimal glands: second stage beside each orbit")
+        labels_crop = keep_largest_component(refine_lacrimals(ct, ct_crop, labels_crop, predictor.lacrimal, box.midline_x))
     side_warnings = laterality_warnings(labels_crop, box.midline_x)
     stats = gland_statistics(labels_crop, ct_crop, uptake)
 
@@ -148,7 +154,7 @@ def segment(
                            "origin_lps_mm": [round(o, 3) for o in ct.GetOrigin()], "direction": [round(d, 6) for d in ct.GetDirection()]},
         "crop_box": box.to_dict(),
         "model": {"name": info.name, "folder": str(info.folder), "configuration": info.configuration,
-                  "spacing_mm": info.spacing_xyz, "folds": info.folds},
+                  "spacing_mm": info.spacing_xyz, "folds": info.folds, "stages": sorted(info.stages)},
         "device": predictor.device,
         "locator": "user box" if box.method == "user" else locator,
         "glands": glands,

@@ -13,7 +13,7 @@ from typing import IO, Iterable
 
 STAGES: tuple[tuple[str, float], ...] = (  # in the order pipeline.segment runs them
     ("read", 0.05), ("locate", 0.05), ("load-model", 0.05), ("crop", 0.05),
-    ("inference", 0.65), ("postprocess", 0.05), ("paste", 0.05), ("write", 0.05),
+    ("inference", 0.6), ("postprocess", 0.05), ("lacrimal", 0.05), ("paste", 0.05), ("write", 0.05),
 )
 
 

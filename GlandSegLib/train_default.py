@@ -66,7 +66,7 @@ from .openkbp import BELOW_PAROTIDS_MM, RING_MM
 DATASET_ID = 802
 DATASET_NAME = "GlandSegOutlinesOpenKBP"
 MODEL_NAME = "glandseg-v2"
-PHANTOMS_PER_SCAN = 4
+PHANTOMS_PER_SCAN = 6  # the shipped recipe
 INIT_MODEL = "glandseg-phantom-v1"
 
 # field, scanner spacing (x, y, z mm): the mix of inputs GlandSeg meets

@@ -70,6 +70,12 @@ def test_openkbp_parotids_are_scored(predictor, tmp_path, shared_data):
     published = json.loads((predictor.info.folder / EVALUATION).read_text()).get("openkbp")
     result = evaluate_openkbp(predictor, folder, tmp_path, limit=2)
     assert set(result["summary"]) <= {"parotid_r", "parotid_l"} and result["summary"]
+    plaus = result["lacrimal_plausibility"]  # no lacrimal truth on OpenKBP: found counts and volumes
+    assert set(plaus) == {g.name for g in GLANDS if g.organ == "lacrimal"}
+    assert all(v["patients"] == 2 and 0 <= v["found"] <= 2 for v in plaus.values())
+    if published and "lacrimal_plausibility" in published:
+        for name, v in plaus.items():  # the first two patients' findings are part of the published counts
+            assert v["found"] <= published["lacrimal_plausibility"][name]["found"]
     if published:
         for case, scores in result["cases"].items():
             for key, row in scores.items():

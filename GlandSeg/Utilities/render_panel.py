@@ -94,7 +94,7 @@ def fill(panel: QWidget, collapsed: dict[str, bool]) -> None:
     for name, text in (("inputVolumeSelector", "phantom_head_ct"), ("uptakeVolumeSelector", "None"),
                        ("headBoxSelector", "GlandSeg head box"), ("outputSegmentationSelector", "phantom_head_ct glands")):
         child(name, QComboBox).addItem(text)
-    child("modelComboBox", QComboBox).addItem("glandseg-v2 (shipped)")
+    child("modelComboBox", QComboBox).addItem("glandseg-v3 (shipped)")
     child("detectedDeviceLabel", QLabel).setText("no CUDA GPU visible: CPU only")
     child("applyButton").setEnabled(True)
     child("recomputeStatisticsButton").setEnabled(True)
