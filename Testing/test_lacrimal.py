@@ -198,3 +198,22 @@ def test_a_two_stage_model_installs_from_a_zip_with_its_stage(tmp_path):
     assert info.folder == target and set(info.stages) == {"lacrimal"}
     assert info.stages["lacrimal"].folder == target / "lacrimal"
     assert "lacrimal/fold_all/checkpoint_final.pth" in info.metadata["files"]
+
+
+@pytest.mark.slow
+def test_the_recipe_runs_end_to_end_on_one_phantom(shared_data, tmp_path):
+    """train_lacrimal's main on one phantom, one short epoch: a loadable two-stage model."""
+    from GlandSegLib.train_lacrimal import main
+
+    out = tmp_path / "tiny-v3"
+    rc = main(["--base", "glandseg-v2", "--out", str(out), "--work", str(tmp_path / "work"),
+               "--outlines", str(shared_data / "tcia-hn-labels"), "--limit", "1", "--epochs", "1",
+               "--iterations", "2", "--init", "glandseg-v2", "--jobs", "1", "--threads", "2"])
+    assert rc == 0
+    info = load_model_info(str(out))
+    assert info.name == "tiny-v3" and set(info.stages) == {"lacrimal"}
+    stage = info.stages["lacrimal"].metadata
+    assert stage["stage"]["box_mm"] == BOX_MM and stage["spacing_mm"] == [SPACING_MM] * 3
+    assert stage["training"]["total_iterations"] == 2 and stage["crop"]["locator"].startswith("stage one's parotid")
+    assert main(["--base", "glandseg-v2", "--out", str(out), "--work", str(tmp_path / "w2"),
+                 "--outlines", str(shared_data / "tcia-hn-labels")]) == 8  # never overwrites unasked
