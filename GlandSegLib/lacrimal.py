@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import PhysicalBox, resample_box
+from .geometry import PhysicalBox, centroid_lps, resample_box
 
 BOX_MM = 80.0
 SPACING_MM = 1.25  # BOX_MM / SPACING_MM = 64 voxels: one patch
@@ -33,12 +33,7 @@ AIR_HU = -300.0  # below this a voxel is air (or padding outside the scan), neve
 
 def label_centroid(labels: sitk.Image, label: int) -> np.ndarray | None:
     """Physical (LPS mm) centroid of one label, or None where it is absent; any direction."""
-    a = sitk.GetArrayViewFromImage(labels) == label
-    n = int(a.sum())
-    if n == 0:
-        return None
-    idx_zyx = [float(np.dot(a.sum(axis=tuple(j for j in range(3) if j != k)), np.arange(a.shape[k]))) / n for k in range(3)]
-    return np.array(labels.TransformContinuousIndexToPhysicalPoint(idx_zyx[::-1]))
+    return centroid_lps(sitk.GetArrayViewFromImage(labels) == label, labels)
 
 
 def measure_offsets(outlines_root: str | Path, split: str = "test") -> dict[int, list[float]]:
