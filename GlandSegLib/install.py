@@ -25,6 +25,7 @@ from .models import METADATA, file_table, glandseg_home, load_model_info
 MAX_UNPACKED_BYTES = 4 * 2**30
 MAX_ENTRIES = 10_000
 KEEP_CHECKPOINT_KEYS = ("network_weights", "trainer_name", "inference_allowed_mirroring_axes")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # model and stage folder names: no paths, no dot files
 
 
 def installed_models_dir() -> Path:
@@ -115,7 +116,7 @@ def _copy_model(src: Path, dest: Path, trust: bool) -> list[str]:
 def _copy_stage(src: Path, dest: Path, kind: str, sub: str, trust: bool) -> None:
     """A second stage travels inside its model folder; its checkpoints are re-saved like the
     first stage's, so its own checksum index is rebuilt."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sub) or not (src / sub / METADATA).is_file():
+    if not SAFE_NAME.fullmatch(sub) or not (src / sub / METADATA).is_file():
         raise ModelError(f"{src}: stage {kind!r} must be a model folder directly inside it, not {sub!r}")
     (dest / sub).mkdir()
     _copy_model(src / sub, dest / sub, trust)
@@ -157,7 +158,7 @@ def install_model(source: str | Path, name: str | None = None, *, overwrite: boo
             src = _find_model_root(source)
         prior = json.loads((src / METADATA).read_text()) if (src / METADATA).is_file() else {}
         model_name = name or prior.get("name") or (source.stem if source.is_file() else src.name.split("__")[0] if "__" in src.name else src.name)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", model_name):
+        if not SAFE_NAME.fullmatch(model_name):
             raise ModelError(f"invalid model name {model_name!r}: use letters, digits, '.', '_' and '-'")
         target = models / model_name
         if target.exists() and not overwrite:
@@ -183,7 +184,7 @@ def install_model(source: str | Path, name: str | None = None, *, overwrite: boo
 
 def remove_model(name: str) -> Path:
     target = installed_models_dir() / name
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) or not target.is_dir():
+    if not SAFE_NAME.fullmatch(name) or not target.is_dir():
         raise ModelError(f"no installed model named {name!r} in {installed_models_dir()} (shipped models cannot be removed)")
     shutil.rmtree(target)
     return target

@@ -27,6 +27,7 @@ from .geometry import PhysicalBox, centroid_lps, resample_box
 BOX_MM = 80.0
 SPACING_MM = 1.25  # BOX_MM / SPACING_MM = 64 voxels: one patch
 LACRIMAL_OF_PAROTID = {3: 1, 4: 2}  # parotid label -> lacrimal label on the same side
+LACRIMAL_LABELS = tuple(LACRIMAL_OF_PAROTID.values())
 STAGE_KIND = "lacrimal"
 AIR_HU = -300.0  # below this a voxel is air (or padding outside the scan), never gland
 
@@ -40,7 +41,7 @@ def measure_offsets(outlines_root: str | Path, split: str = "test") -> dict[int,
     """Mean lacrimal-minus-parotid centroid offset per side (LPS mm) over both raters' outlines."""
     from .phantom import OUTLINE_RATERS, list_outline_cases, outline_folder, read_outlines
 
-    found: dict[int, list[np.ndarray]] = {lac: [] for lac in LACRIMAL_OF_PAROTID.values()}
+    found: dict[int, list[np.ndarray]] = {lac: [] for lac in LACRIMAL_LABELS}
     for case in list_outline_cases(outlines_root, split):
         for rater in OUTLINE_RATERS:
             try:
@@ -102,7 +103,7 @@ def merge_lacrimal(labels: sitk.Image, side_probs: Mapping[int, tuple[sitk.Image
     "found" a gland in the padding above the head (OpenKBP pt_202).
     """
     arr = sitk.GetArrayFromImage(labels)
-    arr[np.isin(arr, list(LACRIMAL_OF_PAROTID.values()))] = 0
+    arr[np.isin(arr, list(LACRIMAL_LABELS))] = 0
     for lacrimal, (grid, prob) in side_probs.items():
         p = sitk.GetImageFromArray(np.asarray(prob, np.float32))
         p.CopyInformation(grid)
@@ -136,5 +137,5 @@ def refine_lacrimals(ct: sitk.Image, ct_crop: sitk.Image, labels: sitk.Image, st
         except ValueError:
             continue
         probs = stage.predict_probabilities(data)
-        side_probs[lacrimal] = (data, sum(probs[v] for v in LACRIMAL_OF_PAROTID.values() if v in probs))
+        side_probs[lacrimal] = (data, sum(probs[v] for v in LACRIMAL_LABELS if v in probs))
     return merge_lacrimal(labels, side_probs, sitk.GetArrayViewFromImage(ct_crop))

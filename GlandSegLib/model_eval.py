@@ -107,7 +107,7 @@ def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = No
             failures[patient.name] = str(exc)
             continue
         cases[patient.name] = score_case(res.labels, truth, list(PAROTIDS.values()))
-        volumes[patient.name] = {row["name"]: row["volume_ml"] for row in res.report["glands"] if row["label"] in (1, 2)}
+        volumes[patient.name] = {row["name"]: row["volume_ml"] for row in res.report["glands"] if BY_LABEL[row["label"]].organ == "lacrimal"}
     return {"cases": cases, "failures": failures, "summary": summarize(list(cases.values())),
             "lacrimal_plausibility": _lacrimal_plausibility(volumes)}
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import zipfile
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputNotFoundError, InvalidInputError, ModelError, OutputExistsError
+from .install import SAFE_NAME
 from .train_run import TRAIN_RECORD
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def _fold(results: Path, fold: str | None) -> str:
@@ -119,7 +118,7 @@ def export_model_zip(results_folder: str | Path, zip_path: str | Path, *, name: 
     if zip_path.exists() and not overwrite:
         raise OutputExistsError(f"{zip_path} exists; use --overwrite")
     model_name = name or zip_path.stem
-    if not _NAME.match(model_name):
+    if not SAFE_NAME.fullmatch(model_name):
         raise InvalidInputError(f"invalid model name {model_name!r}: use letters, digits, '.', '_' and '-'")
     chosen = _fold(results, fold)
     card = build_card(results, chosen, Path(evaluation) if evaluation is not None else None)

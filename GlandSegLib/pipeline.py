@@ -27,7 +27,7 @@ from .glands import GLANDS
 from .headbox import HeadBox, locate_head
 from .imageio import read_ct, read_image_file, write_image_atomic
 from .inference import GlandPredictor, probabilities_to_labels
-from .lacrimal import refine_lacrimals
+from .lacrimal import LACRIMAL_LABELS, refine_lacrimals
 from .models import load_model_info
 from .overview import render_overview
 from .postprocess import keep_largest_component, laterality_warnings
@@ -129,7 +129,8 @@ def segment(
     labels_crop = keep_largest_component(labels_crop)
     if predictor.lacrimal is not None:
         progress.start("lacrimal", "lacrimal glands: second stage beside each orbit")
-        labels_crop = keep_largest_component(refine_lacrimals(ct, ct_crop, labels_crop, predictor.lacrimal, box.midline_x))
+        labels_crop = keep_largest_component(refine_lacrimals(ct, ct_crop, labels_crop, predictor.lacrimal, box.midline_x),
+                                             only=LACRIMAL_LABELS)  # the other glands are already one piece
     side_warnings = laterality_warnings(labels_crop, box.midline_x)
     stats = gland_statistics(labels_crop, ct_crop, uptake)
 

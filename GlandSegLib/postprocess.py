@@ -6,6 +6,8 @@ are checked in physical LPS space (+x = patient left), never from array indices.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -14,10 +16,14 @@ from .geometry import centroid_lps
 from .glands import BY_LABEL, GLANDS, partner
 
 
-def keep_largest_component(labels: sitk.Image) -> sitk.Image:
-    """Each gland is one organ: drop islands (false positives far from the gland)."""
+def keep_largest_component(labels: sitk.Image, only: Collection[int] | None = None) -> sitk.Image:
+    """Each gland is one organ: drop islands (false positives far from the gland).
+
+    only: the gland labels to clean (default all), e.g. the ones a second stage rewrote."""
     arr = sitk.GetArrayFromImage(labels)
     for g in GLANDS:
+        if only is not None and g.label not in only:
+            continue
         mask = arr == g.label
         if not mask.any():
             continue

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .lacrimal import BOX_MM, LACRIMAL_OF_PAROTID, SPACING_MM, STAGE_KIND, label_centroid, lacrimal_box, measure_offsets
+from .lacrimal import (BOX_MM, LACRIMAL_LABELS, LACRIMAL_OF_PAROTID, SPACING_MM, STAGE_KIND, label_centroid, lacrimal_box,
+                       measure_offsets)
 from .train_default import Log, _rounded
 from .training import DEFAULT_BATCH, DEFAULT_CONFIGURATION, DEFAULT_FEATURES
 
@@ -99,7 +100,7 @@ def prepare_boxes(spec: LacrimalSpec, offsets: dict[int, list[float]]) -> list[t
         box = lacrimal_box(centre + np.asarray(jitter), offsets[lacrimal])
         ct_box = resample_box(ct, box, [SPACING_MM] * 3)
         lab = sitk.GetArrayFromImage(resample_box(labels, box, [SPACING_MM] * 3, is_label=True))
-        lab[~np.isin(lab, list(LACRIMAL_OF_PAROTID.values()))] = 0
+        lab[~np.isin(lab, list(LACRIMAL_LABELS))] = 0
         lab_box = sitk.GetImageFromArray(lab)
         lab_box.CopyInformation(ct_box)
         side = "R" if lacrimal == 1 else "L"
