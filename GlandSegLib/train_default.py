@@ -44,7 +44,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -223,6 +223,44 @@ class Log:
         print(f"[{self.elapsed():7.1f} s] {message}", flush=True)
 
 
+def initial_checkpoint(model: str) -> Path:
+    """The weights file of an installed or shipped model: where a recipe's --init starts from."""
+    from .models import load_model_info
+
+    info = load_model_info(model)
+    return info.folder / f"fold_{info.folds[0]}" / info.checkpoint
+
+
+def raw_dataset_cases(raw: Path, reuse: bool, write: Callable[[list[dict]], object], log: Log,
+                      **glandseg: object) -> list[dict]:
+    """The per-case records of the raw dataset at `raw`: with --continue, the recorded ones;
+    else `write(infos)` writes the dataset (its case generator fills `infos`), and the list,
+    complete only once the generator is exhausted, goes into dataset.json with `glandseg`."""
+    if reuse and (raw / "dataset.json").is_file():
+        log(f"reusing {raw}")
+        return json.loads((raw / "dataset.json").read_text()).get("glandseg", {}).get("cases", [])
+    infos: list[dict] = []
+    write(infos)
+    ds = json.loads((raw / "dataset.json").read_text())
+    ds["glandseg"]["cases"] = infos
+    ds["glandseg"].update(glandseg)
+    (raw / "dataset.json").write_text(json.dumps(ds, indent=2) + "\n")
+    log(f"raw dataset written: {ds['numTraining']} cases in {raw}")
+    return infos
+
+
+def plan_unless_reused(dataset_id: int, spacing: Sequence[float], patch: Sequence[int], features: Sequence[int],
+                       batch: int, reuse: bool, preprocessed: Path, log: Log) -> float:
+    """Seconds spent planning and preprocessing; none with --continue where plans exist."""
+    from .training import plan_and_preprocess
+
+    if reuse and (preprocessed / "nnUNetPlans.json").is_file():
+        log("reusing plans and preprocessed data")
+        return 0.0
+    pr = plan_and_preprocess(dataset_id, CONFIGURATION, spacing, patch, features, batch, progress=log)
+    return pr.seconds_fingerprint + pr.seconds_planning + pr.seconds_preprocessing
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m GlandSegLib.train_default", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="model folder to write (e.g. Resources/models/glandseg-phantom-v1)")
@@ -279,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .export import export_model
     from .nnunet_env import nnunet_environment
-    from .training import plan_and_preprocess, train, write_raw_dataset
+    from .training import train, write_raw_dataset
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -288,37 +326,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.manual_seed(args.seed)
         specs = all_specs(args)
-        init = None
-        if args.init and not args.continue_training:
-            from .models import load_model_info
-
-            info = load_model_info(args.init)
-            init = info.folder / f"fold_{info.folds[0]}" / info.checkpoint
+        init = initial_checkpoint(args.init) if args.init and not args.continue_training else None
         raw = folders.raw / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
-        infos: list[dict] = []
-        if args.continue_training and (raw / "dataset.json").is_file():
-            log(f"reusing {raw}")
-            infos = json.loads((raw / "dataset.json").read_text()).get("glandseg", {}).get("cases", [])
-        else:
+
+        def write(infos: list[dict]) -> None:
             log(f"preparing {len(specs)} cases ({args.jobs} processes), cropping at {list(SPACING)} mm")
-            gen = generate_cases(specs, SPACING, max(1, args.jobs), log, infos)
-            write_raw_dataset(gen, folders.raw, DATASET_ID, DATASET_NAME, SPACING,
+            write_raw_dataset(generate_cases(specs, SPACING, max(1, args.jobs), log, infos), folders.raw, DATASET_ID,
+                              DATASET_NAME, SPACING,
                               "Phantoms around TCIA expert outlines (six glands) and OpenKBP real CTs (parotids, "
                               "ignore label elsewhere in the body), cropped by the fast head locator",
                               overwrite=True, ignore_label=any(s.source == "openkbp" for s in specs))
-            # the case list is complete only once the generator is exhausted
-            ds = json.loads((raw / "dataset.json").read_text())
-            ds["glandseg"]["cases"] = infos
-            (raw / "dataset.json").write_text(json.dumps(ds, indent=2) + "\n")
-            log(f"raw dataset written: {ds['numTraining']} cases in {raw}")
-        t_cases = log.elapsed()
 
-        if args.continue_training and (folders.preprocessed / raw.name / "nnUNetPlans.json").is_file():
-            plan_seconds = 0.0
-            log("reusing plans and preprocessed data")
-        else:
-            pr = plan_and_preprocess(DATASET_ID, CONFIGURATION, SPACING, args.patch, args.features, args.batch, progress=log)
-            plan_seconds = pr.seconds_fingerprint + pr.seconds_planning + pr.seconds_preprocessing
+        infos = raw_dataset_cases(raw, args.continue_training, write, log)
+        t_cases = log.elapsed()
+        plan_seconds = plan_unless_reused(DATASET_ID, SPACING, args.patch, args.features, args.batch,
+                                          args.continue_training, folders.preprocessed / raw.name, log)
 
         log(f"training {CONFIGURATION} fold all: {args.epochs} epochs x {args.iterations} iterations on {args.device}")
         tr = train(DATASET_ID, CONFIGURATION, "all", args.epochs, args.iterations, args.device,

@@ -36,7 +36,7 @@ import SimpleITK as sitk
 
 from .lacrimal import (BOX_MM, LACRIMAL_LABELS, LACRIMAL_OF_PAROTID, SPACING_MM, STAGE_KIND, label_centroid, lacrimal_box,
                        measure_offsets)
-from .train_default import Log, _rounded
+from .train_default import Log, _rounded, initial_checkpoint, plan_unless_reused, raw_dataset_cases
 from .training import DEFAULT_BATCH, DEFAULT_CONFIGURATION, DEFAULT_FEATURES
 
 DATASET_ID = 803
@@ -206,13 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .export import export_model
     from .models import load_model_info
     from .nnunet_env import nnunet_environment
-    from .training import plan_and_preprocess, train, write_raw_dataset
+    from .training import train, write_raw_dataset
 
     base = load_model_info(args.base)  # verified before hours of work
-    init = None
-    if args.init and not args.continue_training:
-        ini = load_model_info(args.init)
-        init = ini.folder / f"fold_{ini.folds[0]}" / ini.checkpoint
+    init = initial_checkpoint(args.init) if args.init and not args.continue_training else None
     random.seed(args.seed)
     np.random.seed(args.seed)
     offsets = measure_offsets(args.outlines, "test")
@@ -223,29 +220,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.manual_seed(args.seed)
         raw = folders.raw / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
-        infos: list[dict] = []
-        if args.continue_training and (raw / "dataset.json").is_file():
-            log(f"reusing {raw}")
-            infos = json.loads((raw / "dataset.json").read_text()).get("glandseg", {}).get("cases", [])
-        else:
+
+        def write(infos: list[dict]) -> None:
             specs = lacrimal_specs(args.outlines, args.phantoms_per_scan, args.seed)[: args.limit]
             log(f"preparing {len(specs)} phantoms, two boxes each, at {SPACING_MM} mm")
             write_raw_dataset(generate_boxes(specs, offsets, max(1, args.jobs), log, infos), folders.raw, DATASET_ID,
                               DATASET_NAME, spacing, "Lacrimal stage: 80 mm boxes beside each orbit, anchored at the "
                               "parotid, from phantoms around TCIA expert outlines", overwrite=True,
                               extra={"stage": STAGE_KIND})
-            ds = json.loads((raw / "dataset.json").read_text())
-            ds["glandseg"]["cases"] = infos
-            ds["glandseg"]["crop"] = {"locator": "stage one's parotid + offsets_mm", "box_mm": BOX_MM, "spacing_mm": spacing,
-                                      "functions": ["GlandSegLib.lacrimal.stage_boxes", "GlandSegLib.geometry.resample_box"]}
-            (raw / "dataset.json").write_text(json.dumps(ds, indent=2) + "\n")
-            log(f"raw dataset written: {ds['numTraining']} boxes")
+
+        infos = raw_dataset_cases(raw, args.continue_training, write, log, crop={
+            "locator": "stage one's parotid + offsets_mm", "box_mm": BOX_MM, "spacing_mm": spacing,
+            "functions": ["GlandSegLib.lacrimal.stage_boxes", "GlandSegLib.geometry.resample_box"]})
         t_cases = log.elapsed()
-        if args.continue_training and (folders.preprocessed / raw.name / "nnUNetPlans.json").is_file():
-            plan_seconds = 0.0
-        else:
-            pr = plan_and_preprocess(DATASET_ID, DEFAULT_CONFIGURATION, spacing, PATCH, DEFAULT_FEATURES, DEFAULT_BATCH, progress=log)
-            plan_seconds = pr.seconds_fingerprint + pr.seconds_planning + pr.seconds_preprocessing
+        plan_seconds = plan_unless_reused(DATASET_ID, spacing, PATCH, DEFAULT_FEATURES, DEFAULT_BATCH,
+                                          args.continue_training, folders.preprocessed / raw.name, log)
         log(f"training: {args.epochs} epochs x {args.iterations} iterations on {args.device}")
         tr = train(DATASET_ID, DEFAULT_CONFIGURATION, "all", args.epochs, args.iterations, args.device,
                    continue_training=args.continue_training, progress=log, oversample_foreground=1.0,
