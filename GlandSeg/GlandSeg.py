@@ -45,7 +45,7 @@ process.ensure_lib_on_path()
 from GlandSegSlicerLib import nodes  # noqa: E402
 from GlandSegSlicerLib.process import GlandSegRunError  # noqa: E402,F401  (for console users: GlandSeg.GlandSegRunError)
 from GlandSegLib.glands import GLANDS  # noqa: E402
-from GlandSegLib.segfile import TERMINOLOGY_CONTEXT  # noqa: E402
+from GlandSegLib.io.segfile import TERMINOLOGY_CONTEXT  # noqa: E402
 
 MODULE_DIR = Path(__file__).resolve().parent
 TERMINOLOGY_FILE = MODULE_DIR / "Resources" / "GlandSeg.term.json"
@@ -274,7 +274,7 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
         The locator needs seconds on a CPU, so it runs here in Slicer's process; the user
         can then drag the ROI, and the adjusted box goes to the command line.
         """
-        from GlandSegLib.headbox import locate_head  # scipy: imported only when asked
+        from GlandSegLib.segmentation.headbox import locate_head  # scipy: imported only when asked
 
         box = locate_head(nodes.volume_to_sitk(volumeNode))
         if roiNode is None:
@@ -574,7 +574,7 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onInstallModel(self, fromFolder: bool) -> None:
         if not self.logic.capabilities().install_model:
-            from GlandSegLib.models import glandseg_home
+            from GlandSegLib.models.registry import glandseg_home
 
             slicer.util.errorDisplay(
                 "This version of GlandSeg has no 'glandseg install-model' command, so models cannot be installed "
@@ -856,7 +856,7 @@ class GlandSegTest(ScriptedLoadableModuleTest):
     def test_terminology_loaded(self):
         self.assertTrue(loadTerminology())
         logic = slicer.modules.terminologies.logic()
-        from GlandSegLib.segfile import terminology_entry
+        from GlandSegLib.io.segfile import terminology_entry
 
         for g in GLANDS:
             entry = slicer.vtkSlicerTerminologyEntry()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from .errors import ModelError
-from .glands import Gland, gland
+from GlandSegLib.errors import ModelError
+from GlandSegLib.glands import Gland, gland
 
 _ORGAN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("lacrimal", re.compile(r"lacri|lacry")),
@@ -88,7 +88,7 @@ def map_model_labels(labels: Mapping[str, object]) -> tuple[dict[int, int], list
         mapping[value] = g.label
     if not mapping:
         raise ModelError("the model's dataset.json names none of the six glands")
-    from .glands import GLANDS
+    from GlandSegLib.glands import GLANDS
 
     for g in GLANDS:
         if g.label not in seen:

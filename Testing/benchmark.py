@@ -73,8 +73,8 @@ BENCH_SCAN = SHARED / "data" / "tcia-hn-labels" / "nrrds" / "validation" / "onco
 def make_ct(slices: int, folder: Path) -> Path:
     """A whole-body CT around real outlines of a held-out scan (the anatomy the default model
     knows); a procedural phantom where ../shared is absent (timings alike, Dice not meaningful)."""
-    from GlandSegLib.imageio import write_image_atomic
-    from GlandSegLib.phantom import make_phantom, make_phantom_from_outlines
+    from GlandSegLib.io.images import write_image_atomic
+    from GlandSegLib.defaultmodel.phantom import make_phantom, make_phantom_from_outlines
 
     path = folder / f"wholebody_512x512x{slices}.nii"  # uncompressed: reading measures I/O, not gzip
     if path.exists():
@@ -86,7 +86,7 @@ def make_ct(slices: int, folder: Path) -> Path:
 
 
 def run(slices: int, repeats: int, device: str, model: str | None, work: Path, tile_step: float | None = None) -> dict:
-    from GlandSegLib.pipeline import segment
+    from GlandSegLib.segmentation.pipeline import segment
 
     ct_path = make_ct(slices, work)
     runs = []
@@ -121,12 +121,12 @@ def compare_old_box(slices: int, device: str, model: str | None, work: Path) -> 
 
     from GlandSegLib.geometry import PhysicalBox, model_grid
     from GlandSegLib.glands import GLANDS
-    from GlandSegLib.headbox import locate_head
-    from GlandSegLib.imageio import read_ct
-    from GlandSegLib.inference import GlandPredictor
-    from GlandSegLib.metrics import dice
-    from GlandSegLib.models import load_model_info
-    from GlandSegLib.pipeline import segment
+    from GlandSegLib.segmentation.headbox import locate_head
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.segmentation.inference import GlandPredictor
+    from GlandSegLib.cohort.metrics import dice
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.pipeline import segment
 
     ct_path = make_ct(slices, work)
     ct = read_ct(ct_path).image
@@ -163,10 +163,10 @@ def compare_tile_steps(slices: int, steps: list[float], device: str, model: str 
 
     from GlandSegLib.geometry import model_grid
     from GlandSegLib.glands import GLANDS
-    from GlandSegLib.inference import GlandPredictor
-    from GlandSegLib.metrics import dice
-    from GlandSegLib.models import load_model_info
-    from GlandSegLib.pipeline import segment
+    from GlandSegLib.segmentation.inference import GlandPredictor
+    from GlandSegLib.cohort.metrics import dice
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.pipeline import segment
 
     ct_path = make_ct(slices, work)
     info = load_model_info(model)

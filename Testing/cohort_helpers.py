@@ -3,7 +3,7 @@
 Five patients, built once per test process (functools.cache) and shared by the test files:
 
 * pat01..pat03: real DICOM CT series (Testing/dicom_writer.py) + an RTSTRUCT written by
-  GlandSegLib.rtstruct with the old team's ROI names and ROI numbers
+  GlandSegLib.io.rtstruct with the old team's ROI names and ROI numbers
   ({1: Glande_Lacrim_D, 2: Glande_Lacrim_G, 3: Glnd_Submand_L, 4: Parotid_R,
   5: Glnd_Submand_R, 6: Parotid_L}); pat02's Parotid_R ROI also covers the upper half of
   the right submandibular gland (an overlapping pair); pat03 has no left lacrimal gland,
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dicom_writer import write_ct_series  # noqa: E402
 
 from GlandSegLib.glands import BY_LABEL  # noqa: E402
-from GlandSegLib.phantom import make_phantom  # noqa: E402
+from GlandSegLib.defaultmodel.phantom import make_phantom  # noqa: E402
 
 SPACING = (2.0, 2.0, 3.0)  # scanner grid of the synthetic CTs: coarse, so the tests stay fast
 OLD_TEAM = {1: "Glande_Lacrim_D", 2: "Glande_Lacrim_G", 3: "Glnd_Submand_L", 4: "Parotid_R", 5: "Glnd_Submand_R", 6: "Parotid_L"}
@@ -45,9 +45,9 @@ MASK_NAMES = {1: "Lacrimal_R", 2: "lacrimal-gland-L", 3: "Parotid_R", 4: "paroti
 @functools.cache
 def cohort() -> Path:
     """Build the cohort once (about 15 s); returns its folder (removed at exit)."""
-    from GlandSegLib.dicomref import load_source_series
-    from GlandSegLib.imageio import read_ct
-    from GlandSegLib.rtstruct import RoiMask, write_rtstruct
+    from GlandSegLib.io.dicomref import load_source_series
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.io.rtstruct import RoiMask, write_rtstruct
 
     root = Path(tempfile.mkdtemp(prefix="glandseg-cohort-"))
     atexit.register(shutil.rmtree, root, True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from GlandSegLib.checkpoint import load_checkpoint
+from GlandSegLib.models.checkpoint import load_checkpoint
 from GlandSegLib.errors import ModelError
 
 

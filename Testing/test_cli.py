@@ -14,8 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.glands import GLANDS
-from GlandSegLib.metrics import dice
-from GlandSegLib.pipeline import OUTPUT_FILES
+from GlandSegLib.cohort.metrics import dice
+from GlandSegLib.segmentation.pipeline import OUTPUT_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Resources" / "sample" / "phantom_head_ct.nii.gz"
@@ -124,7 +124,7 @@ def _write(img: sitk.Image, path: Path) -> Path:
     ("bad_tile_step", 4, "--tile-step"),
 ])
 def test_bad_input_gets_one_line_and_a_distinct_exit_code(tmp_path, case, code, message):
-    from GlandSegLib.phantom import no_head_phantom
+    from GlandSegLib.defaultmodel.phantom import no_head_phantom
 
     args = None
     model_args: list[str] = []
@@ -194,7 +194,7 @@ def test_reports_carry_no_patient_identifiers_unless_asked(dicom_sample, tmp_pat
 
 
 def test_phantom_around_real_outlines_keeps_the_raters_glands(tmp_path, shared_data):
-    from GlandSegLib.phantom import list_outline_cases, make_phantom_from_outlines, reorient
+    from GlandSegLib.defaultmodel.phantom import list_outline_cases, make_phantom_from_outlines, reorient
 
     case = list_outline_cases(shared_data / "tcia-hn-labels", "validation")[0]
     proc = glandseg("phantom", "--outlines", str(case), "--rater", "radiographer", "--field", "head",

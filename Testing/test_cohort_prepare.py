@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cohort_helpers import OLD_TEAM, PATIENT_NAME, PREPARE_SPACING, cohort, prepared_dataset, roi_map_file, truth  # noqa: E402
 
 from GlandSegLib.cli import main  # noqa: E402
-from GlandSegLib.cohort import RoiMap, discover_cohort, load_case, resolve_overlaps  # noqa: E402
-from GlandSegLib.datareport import find_anomalies, robust_z  # noqa: E402
+from GlandSegLib.cohort.cases import RoiMap, discover_cohort, load_case, resolve_overlaps  # noqa: E402
+from GlandSegLib.cohort.datareport import find_anomalies, robust_z  # noqa: E402
 from GlandSegLib.geometry import resample_box  # noqa: E402
 from GlandSegLib.glands import BY_KEY, GLANDS  # noqa: E402
-from GlandSegLib.headbox import HeadBox, locate_head  # noqa: E402
-from GlandSegLib.metrics import dice  # noqa: E402
-from GlandSegLib.prepare import case_record, holdout_split  # noqa: E402
+from GlandSegLib.segmentation.headbox import HeadBox, locate_head  # noqa: E402
+from GlandSegLib.cohort.metrics import dice  # noqa: E402
+from GlandSegLib.cohort.prepare import case_record, holdout_split  # noqa: E402
 
 SPACING = tuple(float(s) for s in PREPARE_SPACING)
 
@@ -159,7 +159,7 @@ def test_dataset_layout_and_dataset_json(dataset):
     assert ds["numTraining"] == 4 and ds["numTest"] == 1
     assert ds["labels"] == {"background": 0, **{g.tg263: g.label for g in GLANDS}}
     assert ds["glandseg"]["crop"]["spacing_mm"] == list(SPACING)
-    assert ds["glandseg"]["crop"]["functions"] == ["GlandSegLib.headbox.locate_head", "GlandSegLib.geometry.resample_box"]
+    assert ds["glandseg"]["crop"]["functions"] == ["GlandSegLib.segmentation.headbox.locate_head", "GlandSegLib.geometry.resample_box"]
     assert prep["roi_map"] == {"Structure_7": "parotid_l"} and prep["summary"]["cases"] == 4
     assert not [p for p in dataset.parent.iterdir() if p.name.startswith(".")], "staging left behind"
 
@@ -231,7 +231,7 @@ def test_field_of_view_cutting_a_gland_and_missing_top_of_head_are_flagged(loade
     xs = np.nonzero((lab == 4).any(axis=(0, 1)))[0]
     zl = np.nonzero((lab == 1).any(axis=(1, 2)))[0]
     cut_x, cut_z = int(xs.mean()), int(zl.max()) + 6  # 6 slices x 3 mm above the lacrimal glands' top
-    from GlandSegLib.cohort import LoadedCase
+    from GlandSegLib.cohort.cases import LoadedCase
 
     ct = case.ct[:cut_x, :, :cut_z]
     labels = case.labels[:cut_x, :, :cut_z]
@@ -258,7 +258,7 @@ def test_glands_on_the_wrong_side_are_flagged(loaded):
     swapped[arr == 3], swapped[arr == 4] = 4, 3
     img = sitk.GetImageFromArray(swapped)
     img.CopyInformation(case.labels)
-    from GlandSegLib.cohort import LoadedCase
+    from GlandSegLib.cohort.cases import LoadedCase
 
     rec = _record(LoadedCase(case.source, case.ct, img, {}, [], {}, []), box)
     assert rec["glands"]["parotid_r"]["wrong_side"] and rec["glands"]["parotid_l"]["wrong_side"]

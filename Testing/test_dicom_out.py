@@ -19,12 +19,12 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dicom_writer import write_ct_series  # noqa: E402
 
-from GlandSegLib.dicom_out import DICOM_OUTPUT_FILES, RTSTRUCT_FILE, SEG_FILE, write_dicom_outputs  # noqa: E402
+from GlandSegLib.io.dicom_out import DICOM_OUTPUT_FILES, RTSTRUCT_FILE, SEG_FILE, write_dicom_outputs  # noqa: E402
 from GlandSegLib.errors import InvalidInputError  # noqa: E402
 from GlandSegLib.glands import BY_LABEL, GLANDS  # noqa: E402
-from GlandSegLib.imageio import read_ct  # noqa: E402
-from GlandSegLib.phantom import make_phantom, reorient  # noqa: E402
-from GlandSegLib.rtstruct import rasterize, read_rtstruct  # noqa: E402
+from GlandSegLib.io.images import read_ct  # noqa: E402
+from GlandSegLib.defaultmodel.phantom import make_phantom, reorient  # noqa: E402
+from GlandSegLib.io.rtstruct import rasterize, read_rtstruct  # noqa: E402
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 

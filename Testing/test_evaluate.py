@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.cli import main
-from GlandSegLib.evaluate import OUTPUT_FILES, collect, evaluate, evaluate_case
+from GlandSegLib.cohort.evaluate import OUTPUT_FILES, collect, evaluate, evaluate_case
 from GlandSegLib.glands import GLANDS
-from GlandSegLib.metrics import SURFACE_TOLERANCE_MM, dice
+from GlandSegLib.cohort.metrics import SURFACE_TOLERANCE_MM, dice
 
 SHAPE = (24, 40, 48)  # z, y, x
 SPACING = (1.5, 1.5, 2.0)

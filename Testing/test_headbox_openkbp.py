@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from GlandSegLib.headbox import locate_head
+from GlandSegLib.segmentation.headbox import locate_head
 
 RIGHT_PAROTID, LEFT_PAROTID = 3, 4
 

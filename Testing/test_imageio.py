@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.errors import InputNotFoundError, InvalidInputError, SeriesChoiceError
-from GlandSegLib.imageio import find_dicom_series, read_ct, write_image_atomic
+from GlandSegLib.io.images import find_dicom_series, read_ct, write_image_atomic
 
 from dicom_writer import write_ct_series
 

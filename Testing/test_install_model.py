@@ -13,8 +13,8 @@ import torch
 from GlandSegLib import install
 from GlandSegLib.errors import ModelError, OutputExistsError
 from GlandSegLib.glands import GLANDS
-from GlandSegLib.install import install_model, installed_models_dir, remove_model
-from GlandSegLib.models import load_model_info
+from GlandSegLib.models.install import install_model, installed_models_dir, remove_model
+from GlandSegLib.models.registry import load_model_info
 
 
 def _model_folder(root: Path, *, optimizer: bool = True) -> Path:

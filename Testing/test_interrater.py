@@ -18,9 +18,9 @@ import SimpleITK as sitk
 
 from GlandSegLib import interrater
 from GlandSegLib.glands import BY_KEY, GLANDS
-from GlandSegLib.metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice
+from GlandSegLib.cohort.metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice
 from GlandSegLib.names import match_gland
-from GlandSegLib.phantom import list_outline_cases
+from GlandSegLib.defaultmodel.phantom import list_outline_cases
 
 from conftest import REPO
 
@@ -125,7 +125,7 @@ def test_summary_counts_one_rater_glands_and_skips_undefined_distances():
 
 def test_command_line_writes_the_json(tcia, tmp_path):
     out = tmp_path / "interrater.json"
-    proc = subprocess.run([sys.executable, "-m", "GlandSegLib.interrater", "--out", str(out), "--root", str(tcia),
+    proc = subprocess.run([sys.executable, "-m", "GlandSegLib.defaultmodel.interrater", "--out", str(out), "--root", str(tcia),
                            "--split", "validation", "--limit", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())

@@ -11,11 +11,11 @@ import SimpleITK as sitk
 
 from GlandSegLib.errors import ModelError
 from GlandSegLib.geometry import model_grid
-from GlandSegLib.lacrimal import (BOX_MM, SPACING_MM, label_centroid, lacrimal_box, measure_offsets, merge_lacrimal,
-                                  stage_boxes, stage_settings)
-from GlandSegLib.models import METADATA, file_table, load_model_info, resolve_model_folder
-from GlandSegLib.phantom import VARIANTS, reorient
-from GlandSegLib.train_lacrimal import assemble_two_stage, lacrimal_specs, prepare_boxes
+from GlandSegLib.segmentation.lacrimal import (BOX_MM, SPACING_MM, label_centroid, lacrimal_box, merge_lacrimal,
+                                               stage_boxes, stage_settings)
+from GlandSegLib.models.registry import METADATA, file_table, load_model_info, resolve_model_folder
+from GlandSegLib.defaultmodel.phantom import VARIANTS, reorient
+from GlandSegLib.defaultmodel.train_lacrimal import assemble_two_stage, lacrimal_specs, measure_offsets, prepare_boxes
 
 OFFSETS = {1: [15.0, -47.0, 73.0], 2: [-15.0, -47.0, 73.0]}
 
@@ -184,7 +184,7 @@ def test_training_boxes_hold_the_lacrimal_of_their_side(shared_data):
 def test_a_two_stage_model_installs_from_a_zip_with_its_stage(tmp_path):
     import zipfile
 
-    from GlandSegLib.install import install_model
+    from GlandSegLib.models.install import install_model
 
     base = resolve_model_folder("glandseg-v2")
     out = assemble_two_stage(base, _stage_copy(base, tmp_path / "stage"), tmp_path / "team-two", "team-two")
@@ -203,7 +203,7 @@ def test_a_two_stage_model_installs_from_a_zip_with_its_stage(tmp_path):
 @pytest.mark.slow
 def test_the_recipe_runs_end_to_end_on_one_phantom(shared_data, tmp_path):
     """train_lacrimal's main on one phantom, one short epoch: a loadable two-stage model."""
-    from GlandSegLib.train_lacrimal import main
+    from GlandSegLib.defaultmodel.train_lacrimal import main
 
     out = tmp_path / "tiny-v3"
     rc = main(["--base", "glandseg-v2", "--out", str(out), "--work", str(tmp_path / "work"),
@@ -220,8 +220,8 @@ def test_the_recipe_runs_end_to_end_on_one_phantom(shared_data, tmp_path):
 
 
 def test_the_second_cleaning_pass_touches_only_the_lacrimal_glands():
-    from GlandSegLib.lacrimal import LACRIMAL_LABELS
-    from GlandSegLib.postprocess import keep_largest_component
+    from GlandSegLib.segmentation.lacrimal import LACRIMAL_LABELS
+    from GlandSegLib.segmentation.postprocess import keep_largest_component
 
     a = np.zeros((20, 20, 40), np.uint8)
     a[2:8, 2:8, 2:8] = 1

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.errors import NoHeadError
-from GlandSegLib.headbox import locate_head
-from GlandSegLib.phantom import make_phantom, no_head_phantom, reorient
+from GlandSegLib.segmentation.headbox import locate_head
+from GlandSegLib.defaultmodel.phantom import make_phantom, no_head_phantom, reorient
 
 
 def _gland_points(labels: sitk.Image) -> np.ndarray:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from GlandSegLib.metrics import dice, hd95, surface_dice, volume_error_percent
+from GlandSegLib.cohort.metrics import dice, hd95, surface_dice, volume_error_percent
 
 
 def _ball(shape, center, r, spacing=(1.0, 1.0, 1.0)):

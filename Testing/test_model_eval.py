@@ -10,11 +10,11 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.glands import GLANDS
-from GlandSegLib.inference import GlandPredictor
-from GlandSegLib.metrics import dice
-from GlandSegLib.model_eval import (CARD_HEADING, EVALUATION, HELDOUT_SEED_BASE, card_section, evaluate_openkbp,
+from GlandSegLib.segmentation.inference import GlandPredictor
+from GlandSegLib.cohort.metrics import dice
+from GlandSegLib.defaultmodel.model_eval import (CARD_HEADING, EVALUATION, HELDOUT_SEED_BASE, card_section, evaluate_openkbp,
                                     evaluate_phantoms, score_case, write_into_model)
-from GlandSegLib.models import load_model_info
+from GlandSegLib.models.registry import load_model_info
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_published_phantom_metrics_are_reproduced(predictor, tmp_path, shared_da
 def test_card_section_and_checksums_follow_the_evaluation(tmp_path):
     import shutil
 
-    from GlandSegLib.models import load_model_info as load
+    from GlandSegLib.models.registry import load_model_info as load
 
     folder = tmp_path / "m"
     shutil.copytree(load_model_info(None).folder, folder)

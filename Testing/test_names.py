@@ -65,7 +65,7 @@ def test_canonical_table_is_complete_and_ordered():
 
 
 def test_ignore_label_of_a_partially_labelled_training_is_not_a_structure():
-    from GlandSegLib.training import label_table
+    from GlandSegLib.training.dataset import label_table
 
     mapping, warnings = map_model_labels(label_table(ignore_label=True))
     assert mapping == {v: v for v in range(1, 7)}

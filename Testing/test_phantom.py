@@ -16,9 +16,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from GlandSegLib.glands import BY_KEY, GLANDS, gland
-from GlandSegLib.headbox import locate_head
+from GlandSegLib.segmentation.headbox import locate_head
 from GlandSegLib.names import match_gland
-from GlandSegLib.phantom import (VARIANTS, Phantom, list_outline_cases, make_phantom, make_phantom_from_outlines,
+from GlandSegLib.defaultmodel.phantom import (VARIANTS, Phantom, list_outline_cases, make_phantom, make_phantom_from_outlines,
                                  no_head_phantom, outline_folder, read_outlines, reorient)
 
 SPACING = (2.0, 2.0, 2.0)

@@ -17,12 +17,12 @@ import SimpleITK as sitk
 
 from GlandSegLib.geometry import centroid_lps, resample_to
 from GlandSegLib.glands import GLANDS
-from GlandSegLib.imageio import write_image_atomic
-from GlandSegLib.inference import GlandPredictor
-from GlandSegLib.metrics import dice
-from GlandSegLib.models import load_model_info
-from GlandSegLib.phantom import VARIANTS, reorient
-from GlandSegLib.pipeline import segment
+from GlandSegLib.io.images import write_image_atomic
+from GlandSegLib.segmentation.inference import GlandPredictor
+from GlandSegLib.cohort.metrics import dice
+from GlandSegLib.models.registry import load_model_info
+from GlandSegLib.defaultmodel.phantom import VARIANTS, reorient
+from GlandSegLib.segmentation.pipeline import segment
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CT = REPO / "Resources" / "sample" / "phantom_head_ct.nii.gz"

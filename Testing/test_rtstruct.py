@@ -19,12 +19,12 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dicom_writer import write_ct_series  # noqa: E402
 
-from GlandSegLib.dicomref import load_source_series  # noqa: E402
+from GlandSegLib.io.dicomref import load_source_series  # noqa: E402
 from GlandSegLib.errors import InvalidInputError  # noqa: E402
 from GlandSegLib.glands import GLANDS  # noqa: E402
-from GlandSegLib.imageio import read_ct  # noqa: E402
-from GlandSegLib.phantom import make_phantom, reorient  # noqa: E402
-from GlandSegLib.rtstruct import RoiMask, rasterize, read_rtstruct, rois_from_labels, write_rtstruct  # noqa: E402
+from GlandSegLib.io.images import read_ct  # noqa: E402
+from GlandSegLib.defaultmodel.phantom import make_phantom, reorient  # noqa: E402
+from GlandSegLib.io.rtstruct import RoiMask, rasterize, read_rtstruct, rois_from_labels, write_rtstruct  # noqa: E402
 
 
 def grid(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), size=(12, 10, 5), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0)) -> sitk.Image:

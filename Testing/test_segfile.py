@@ -5,7 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.glands import GLANDS
-from GlandSegLib.segfile import write_seg_nrrd
+from GlandSegLib.io.segfile import write_seg_nrrd
 
 
 def _labels():

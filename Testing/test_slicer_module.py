@@ -40,7 +40,7 @@ sys.path.insert(0, str(MODULE))
 
 from GlandSegSlicerLib import process  # noqa: E402
 from GlandSegLib.glands import ANATOMIC_CATEGORY, GLANDS  # noqa: E402
-from GlandSegLib.segfile import TERMINOLOGY_CONTEXT, terminology_entry  # noqa: E402
+from GlandSegLib.io.segfile import TERMINOLOGY_CONTEXT, terminology_entry  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- .ui
@@ -295,7 +295,7 @@ def test_cmake_build_and_install_layout(tmp_path):
         sys.path.insert(0, {str(installed)!r})
         from GlandSegSlicerLib import process
         print(process.lib_parent())
-        import GlandSegLib.models as m
+        import GlandSegLib.models.registry as m
         print(m.REPO_ROOT)
         print(sorted(process.cli_capabilities().commands))
     """)
@@ -343,7 +343,7 @@ def test_module_loads_before_the_dependencies_are_installed():
         import sys
         sys.path.insert(0, {str(MODULE)!r})
         import GlandSegSlicerLib.nodes, GlandSegSlicerLib.process
-        import GlandSegLib.glands, GlandSegLib.segfile
+        import GlandSegLib.glands, GlandSegLib.io.segfile
         heavy = sorted(m for m in ("scipy", "torch", "nnunetv2", "matplotlib", "pydicom") if m in sys.modules)
         print(",".join(heavy))
     """)
@@ -493,7 +493,7 @@ def test_child_environment_keeps_existing_pythonpath():
 @pytest.fixture(scope="module")
 def phantom_ct(tmp_path_factory) -> Path:
     import SimpleITK as sitk
-    from GlandSegLib.phantom import make_phantom
+    from GlandSegLib.defaultmodel.phantom import make_phantom
 
     path = tmp_path_factory.mktemp("phantom") / "ct.nrrd"
     sitk.WriteImage(make_phantom(1, spacing=(2.0, 2.0, 3.0)).ct, str(path))
@@ -660,7 +660,7 @@ def _fake_run(env, ct_node, ct_img, outdir: Path, warnings: list[str]):
     import numpy as np
     import SimpleITK as sitk
 
-    from GlandSegLib.segfile import write_seg_nrrd
+    from GlandSegLib.io.segfile import write_seg_nrrd
 
     arr = np.zeros(sitk.GetArrayViewFromImage(ct_img).shape, np.uint8)
     for g in GLANDS:
@@ -749,7 +749,7 @@ def test_logic_prepare_run_writes_what_the_user_sees(glandseg_module):
 def test_logic_segment_failure_leaves_scene_unchanged(glandseg_module):
     """The console API with a model that does not exist: the CLI's message comes back,
     the scene and Slicer's temporary folder are left as they were."""
-    from GlandSegLib.phantom import make_phantom
+    from GlandSegLib.defaultmodel.phantom import make_phantom
 
     from GlandSegSlicerLib import nodes as N
 
@@ -767,8 +767,8 @@ def test_logic_segment_failure_leaves_scene_unchanged(glandseg_module):
 
 
 def test_logic_show_head_box_adds_an_roi(glandseg_module):
-    from GlandSegLib.headbox import locate_head
-    from GlandSegLib.phantom import make_phantom
+    from GlandSegLib.segmentation.headbox import locate_head
+    from GlandSegLib.defaultmodel.phantom import make_phantom
 
     from GlandSegSlicerLib import nodes as N
 

@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO / "GlandSeg"))
 from GlandSegSlicerLib import nodes as N  # noqa: E402
 from GlandSegLib.geometry import PhysicalBox, paste  # noqa: E402
 from GlandSegLib.glands import BY_LABEL, GLANDS  # noqa: E402
-from GlandSegLib.segfile import segment_id, terminology_entry, write_seg_nrrd  # noqa: E402
-from GlandSegLib.stats import gland_statistics  # noqa: E402
+from GlandSegLib.io.segfile import segment_id, terminology_entry, write_seg_nrrd  # noqa: E402
+from GlandSegLib.segmentation.stats import gland_statistics  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -292,7 +292,7 @@ def test_seg_nrrd_write_and_read_back(scene, tmp_path):
 @pytest.mark.parametrize("missing", [(), (1, 5)], ids=["all-found", "two-not-found"])
 @pytest.mark.parametrize("geometry", ["ras", "oblique"])
 def test_load_pipeline_seg_nrrd_on_crop_into_existing_node(scene, tmp_path, geometry, missing):
-    """The CLI writes glands.seg.nrrd on the head crop (GlandSegLib.segfile); loaded into the
+    """The CLI writes glands.seg.nrrd on the head crop (GlandSegLib.io.segfile); loaded into the
     panel's node and exported on the full CT grid it must equal the pasted labelmap, also
     when some glands were not found (their segments exist but are empty)."""
     ct = make_image(size=(30, 24, 12), geometry=geometry)
@@ -418,8 +418,8 @@ def test_rotated_roi_gives_enclosing_box(scene):
 def test_head_box_from_volume_node_matches_locator_on_the_file(scene):
     """"Show head box": the locator run on a Slicer volume (stored RAS here) gives, through the
     ROI and back, the box it gives on the image file the CLI would read."""
-    from GlandSegLib.headbox import locate_head
-    from GlandSegLib.phantom import make_phantom, reorient
+    from GlandSegLib.segmentation.headbox import locate_head
+    from GlandSegLib.defaultmodel.phantom import make_phantom, reorient
 
     ct = reorient(make_phantom(2, spacing=(2.0, 2.0, 3.0)).ct, "ras")
     expected = locate_head(ct)

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.glands import IGNORE_LABEL
-from GlandSegLib.train_default import SPACING, openkbp_specs, outline_specs, prepare_case
+from GlandSegLib.defaultmodel.train_default import SPACING, openkbp_specs, outline_specs, prepare_case
 
 
 def test_outline_specs_are_seeded_and_use_the_training_split_only(shared_data):

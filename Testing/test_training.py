@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.glands import GLANDS, IGNORE_LABEL
-from GlandSegLib.nnunet_env import FOLDER_VARIABLES, NnUNetFolders, nnunet_environment
+from GlandSegLib.training.nnunet_env import FOLDER_VARIABLES, NnUNetFolders, nnunet_environment
 
 DATASET_ID = 987
 # anisotropic on purpose, and a non-cubic patch: catches any (x, y, z) / (z, y, x) mix-up
@@ -154,7 +154,7 @@ def test_fine_tuning_starts_from_given_weights(pipeline):
 
 def test_fine_tuning_refuses_weights_of_another_network(pipeline, tmp_path):
     from GlandSegLib import training
-    from GlandSegLib.models import load_model_info
+    from GlandSegLib.models.registry import load_model_info
 
     shipped = load_model_info(None)  # a 5-stage network; the test plans build a 3-stage one
     with pytest.raises(ValueError, match="does not fit this network"):
@@ -185,8 +185,8 @@ def test_exported_checkpoint_is_stripped_and_safe(pipeline):
 
 
 def test_export_index_and_checksums(pipeline):
-    from GlandSegLib.models import METADATA as INDEX_FILE
-    from GlandSegLib.models import file_table, verify_checksums
+    from GlandSegLib.models.registry import METADATA as INDEX_FILE
+    from GlandSegLib.models.registry import file_table, verify_checksums
 
     dest = pipeline.dest
     index = json.loads((dest / INDEX_FILE).read_text())
@@ -215,8 +215,8 @@ def test_export_detects_tampering_and_refuses_overwrite(pipeline, tmp_path):
     import shutil
 
     from GlandSegLib.errors import ModelError
-    from GlandSegLib.export import export_model
-    from GlandSegLib.models import METADATA, verify_checksums
+    from GlandSegLib.models.export import export_model
+    from GlandSegLib.models.registry import METADATA, verify_checksums
 
     copy = tmp_path / "copy"
     shutil.copytree(pipeline.dest, copy)
@@ -264,7 +264,7 @@ def test_nnunet_environment_switches_and_restores(tmp_path, monkeypatch):
 
 
 def test_write_raw_dataset_refuses_off_recipe_cases(tmp_path):
-    from GlandSegLib.training import write_raw_dataset
+    from GlandSegLib.training.dataset import write_raw_dataset
 
     ct, lab = blob_case(0)
     with pytest.raises(ValueError, match="crop spacing"):
@@ -291,11 +291,7 @@ def test_write_raw_dataset_refuses_off_recipe_cases(tmp_path):
 
 
 def test_axis_order_and_topology():
-    from GlandSegLib.training import (
-        plans_order_to_xyz,
-        unet_topology,
-        xyz_to_plans_order,
-    )
+    from GlandSegLib.training.planning import plans_order_to_xyz, unet_topology, xyz_to_plans_order
 
     assert xyz_to_plans_order([1, 2, 3], [0, 1, 2]) == [3, 2, 1]
     assert xyz_to_plans_order([1, 2, 3], [2, 0, 1]) == [1, 3, 2]

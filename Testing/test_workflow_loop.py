@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cohort_helpers import PREPARE_SPACING, cohort, prepared_dataset  # noqa: E402
 
 from GlandSegLib.cli import main  # noqa: E402
-from GlandSegLib.dicom_out import DICOM_OUTPUT_FILES  # noqa: E402
+from GlandSegLib.io.dicom_out import DICOM_OUTPUT_FILES  # noqa: E402
 from GlandSegLib.glands import GLANDS  # noqa: E402
-from GlandSegLib.pipeline import OUTPUT_FILES  # noqa: E402
+from GlandSegLib.segmentation.pipeline import OUTPUT_FILES  # noqa: E402
 
 TRAIN_ARGS = ["--epochs", "1", "--iterations", "2", "--patch", "48", "48", "48", "--features", "4", "8", "16",
               "--device", "cpu"]
@@ -92,7 +92,7 @@ def test_exported_zip_is_a_model_folder_with_its_card(loop):
 
 
 def test_installed_model_is_verified_and_named(loop):
-    from GlandSegLib.models import load_model_info
+    from GlandSegLib.models.registry import load_model_info
 
     info = load_model_info(str(loop.model))
     assert info.name == "tiny" and info.configuration == "3d_compact"

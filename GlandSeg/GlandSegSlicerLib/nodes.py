@@ -30,8 +30,8 @@ process.ensure_lib_on_path()
 from GlandSegLib.geometry import PhysicalBox  # noqa: E402
 from GlandSegLib.glands import BY_LABEL, GLANDS, Gland  # noqa: E402
 from GlandSegLib.names import match_gland  # noqa: E402
-from GlandSegLib.segfile import segment_id, terminology_entry  # noqa: E402
-from GlandSegLib.stats import gland_statistics  # noqa: E402
+from GlandSegLib.io.segfile import segment_id, terminology_entry  # noqa: E402
+from GlandSegLib.segmentation.stats import gland_statistics  # noqa: E402
 
 # LPS (SimpleITK, DICOM) and RAS (Slicer) differ by the sign of the first two axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -358,7 +358,7 @@ def show_segmentation(segmentation_node: slicer.vtkMRMLSegmentationNode, *, surf
 # (d) statistics table
 # --------------------------------------------------------------------------------------
 
-# (key in GlandSegLib.stats rows, column title, unit, description)
+# (key in GlandSegLib.segmentation.stats rows, column title, unit, description)
 BASE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("volume_ml", "Volume", "ml", "gland volume"),
     ("hu_mean", "HU mean", "HU", "mean CT number inside the gland"),
@@ -373,7 +373,7 @@ UPTAKE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 
 
 def statistics_to_table(stats: dict[int, dict], table_node: slicer.vtkMRMLTableNode, *, uptake: bool) -> None:
-    """Fill a table node with one row per gland from GlandSegLib.stats.gland_statistics rows.
+    """Fill a table node with one row per gland from GlandSegLib.segmentation.stats.gland_statistics rows.
 
     Numbers stay numbers (double columns, NaN where a gland is empty) so the table sorts,
     plots and exports to CSV as values, not text.
@@ -430,7 +430,7 @@ def compute_statistics(segmentation_node: slicer.vtkMRMLSegmentationNode, ct_nod
                        table_node: slicer.vtkMRMLTableNode | None = None) -> slicer.vtkMRMLTableNode:
     """Per-gland statistics of the segments as they are now (after any manual correction).
 
-    The same function as the CLI's report (GlandSegLib.stats.gland_statistics), on the CT's
+    The same function as the CLI's report (GlandSegLib.segmentation.stats.gland_statistics), on the CT's
     grid; the uptake image keeps its own grid and is resampled there by that function.
     """
     labels = segmentation_to_labelmap(segmentation_node, ct_node)

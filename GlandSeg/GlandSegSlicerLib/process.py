@@ -451,7 +451,7 @@ class ModelEntry:
 
 def list_models() -> list[ModelEntry]:
     """Installed models (GLANDSEG_HOME) then shipped ones; a name shadowed by an installed
-    model is the installed one, as GlandSegLib.models resolves names in that order."""
+    model is the installed one, as GlandSegLib.models.registry resolves names in that order."""
     ensure_lib_on_path()
     from GlandSegLib import models
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from GlandSegLib.glands import ANATOMIC_CATEGORY, GLANDS  # noqa: E402
-from GlandSegLib.segfile import TERMINOLOGY_CONTEXT  # noqa: E402
+from GlandSegLib.io.segfile import TERMINOLOGY_CONTEXT  # noqa: E402
 
 OUT = REPO / "GlandSeg" / "Resources" / "GlandSeg.term.json"
 SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/schemas/segment-context-schema.json#"

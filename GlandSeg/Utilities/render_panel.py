@@ -4,7 +4,7 @@ Outside Slicer there are no Slicer/CTK widgets, so the .ui is loaded with PySide
 swapping each Slicer widget for its plain Qt look-alike (node combo box -> QComboBox,
 collapsible button -> group box, MRML table view -> QTableWidget). The layout, labels,
 tooltips and order are the real .ui's; the contents shown are those after a run on the
-phantom, with statistics computed by GlandSegLib.stats from the phantom's true labels.
+phantom, with statistics computed by GlandSegLib.segmentation.stats from the phantom's true labels.
 
     .venv/bin/pip install PySide6-Essentials    # only for this script
     QT_QPA_PLATFORM=offscreen .venv/bin/python GlandSeg/Utilities/render_panel.py
@@ -75,8 +75,8 @@ def load(data: bytes) -> QWidget:
 
 def phantom_rows() -> list[list[str]]:
     from GlandSegLib.glands import GLANDS
-    from GlandSegLib.phantom import make_phantom
-    from GlandSegLib.stats import gland_statistics
+    from GlandSegLib.defaultmodel.phantom import make_phantom
+    from GlandSegLib.segmentation.stats import gland_statistics
 
     ph = make_phantom(0)
     stats = gland_statistics(ph.labels, ph.ct)

@@ -1,0 +1,27 @@
+"""report.json and report.csv: what a physicist files with the dose calculation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from GlandSegLib.io.images import write_text_atomic
+
+CSV_FIELDS = ("label", "name", "volume_ml", "voxels", "hu_mean", "hu_sd", "hu_median", "centroid_lps_mm",
+              "uptake_mean", "uptake_max", "uptake_total", "warnings")
+
+
+def write_reports(report: dict, folder: Path) -> None:
+    write_text_atomic(json.dumps(report, indent=2) + "\n", folder / "report.json")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for row in report["glands"]:
+        r = dict(row)
+        if r.get("centroid_lps_mm") is not None:
+            r["centroid_lps_mm"] = " ".join(str(v) for v in r["centroid_lps_mm"])
+        r["warnings"] = " | ".join(r.get("warnings", []))
+        w.writerow(r)
+    write_text_atomic(buf.getvalue(), folder / "report.csv")
