@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from GlandSegLib import install
+from GlandSegLib.models import install
 from GlandSegLib.errors import ModelError, OutputExistsError
 from GlandSegLib.glands import GLANDS
 from GlandSegLib.models.install import install_model, installed_models_dir, remove_model

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from GlandSegLib import interrater
+from GlandSegLib.defaultmodel import interrater
 from GlandSegLib.glands import BY_KEY, GLANDS
 from GlandSegLib.cohort.metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice
 from GlandSegLib.names import match_gland

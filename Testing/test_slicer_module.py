@@ -188,11 +188,17 @@ def cmake_list(text: str, variable: str) -> list[str]:
     return [w for w in m.group(1).split() if not w.startswith("#")]
 
 
+def runtime_lib_files() -> list[str]:
+    """GlandSegLib's files that the extension ships: all but the default-model recipes."""
+    lib = REPO / "GlandSegLib"
+    return sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*.py") if "defaultmodel" not in p.parts)
+
+
 def test_cmake_lists_match_the_python_files():
     text = (MODULE / "CMakeLists.txt").read_text()
     lib = cmake_list(text, "GLANDSEGLIB_PYTHON_FILES")
-    on_disk = sorted(p.name for p in (REPO / "GlandSegLib").glob("*.py"))
-    assert sorted(lib) == on_disk, "GlandSeg/CMakeLists.txt GLANDSEGLIB_PYTHON_FILES differs from GlandSegLib/*.py"
+    assert sorted(lib) == runtime_lib_files(), "GlandSeg/CMakeLists.txt GLANDSEGLIB_PYTHON_FILES differs from GlandSegLib's runtime files"
+    assert not any(f.startswith("defaultmodel/") for f in lib), "the default-model recipes are not part of the extension"
     scripts = [s.replace("${MODULE_NAME}", "GlandSeg") for s in cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
     module_files = list(MODULE.glob("*.py")) + list((MODULE / "GlandSegSlicerLib").glob("*.py"))
     assert sorted(scripts) == sorted(p.relative_to(MODULE).as_posix() for p in module_files)
@@ -279,12 +285,12 @@ def test_cmake_build_and_install_layout(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
     installed = prefix / "lib" / "Slicer-5.9" / "qt-scripted-modules"
-    expected = {"GlandSeg.py", "GlandSegSlicerLib/__init__.py", "GlandSegSlicerLib/nodes.py",
-                "GlandSegSlicerLib/process.py", "Resources/UI/GlandSeg.ui",
-                "Resources/Icons/GlandSeg.png", "Resources/GlandSeg.term.json"}
-    expected |= {f"GlandSegLib/{p.name}" for p in (REPO / "GlandSegLib").glob("*.py")}
+    expected = {"GlandSeg.py", "Resources/UI/GlandSeg.ui", "Resources/Icons/GlandSeg.png", "Resources/GlandSeg.term.json"}
+    expected |= {p.relative_to(MODULE).as_posix() for p in (MODULE / "GlandSegSlicerLib").glob("*.py")}
+    expected |= {f"GlandSegLib/{f}" for f in runtime_lib_files()}
     present = {str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file()}
     assert expected <= present, sorted(expected - present)
+    assert not (installed / "GlandSegLib" / "defaultmodel").exists(), "the default-model recipes are not installed"
     if (REPO / "Resources" / "models").is_dir():
         assert (installed / "Resources" / "models").is_dir()
 
@@ -310,8 +316,9 @@ def test_cmake_build_and_install_layout(tmp_path):
 
 # ----------------------------------------------------------------------------- module sources
 
-@pytest.mark.parametrize("name", ["GlandSeg.py", "GlandSegSlicerLib/__init__.py", "GlandSegSlicerLib/nodes.py",
-                                  "GlandSegSlicerLib/process.py"])
+@pytest.mark.parametrize("name", ["GlandSeg.py", "GlandSegSlicerLib/__init__.py", "GlandSegSlicerLib/logic.py",
+                                  "GlandSegSlicerLib/nodes.py", "GlandSegSlicerLib/process.py",
+                                  "GlandSegSlicerLib/selftest.py"])
 def test_module_files_compile(name, tmp_path):
     py_compile.compile(str(MODULE / name), cfile=str(tmp_path / (Path(name).name + "c")), doraise=True)
 
@@ -357,15 +364,19 @@ def test_cli_glue_needs_neither_slicer_nor_qt():
 
 
 def test_module_classes_and_console_api():
-    tree = ast.parse((MODULE / "GlandSeg.py").read_text())
-    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    files = [MODULE / "GlandSeg.py", MODULE / "GlandSegSlicerLib" / "logic.py", MODULE / "GlandSegSlicerLib" / "selftest.py"]
+    classes = {n.name: n for f in files for n in ast.parse(f.read_text()).body if isinstance(n, ast.ClassDef)}
     assert {"GlandSeg", "GlandSegWidget", "GlandSegLogic", "GlandSegTest"} <= set(classes)
+    # Slicer looks for <Module>Logic/Widget/Test in GlandSeg.py, and console users use GlandSeg.GlandSegLogic
+    module_names = {a.asname or a.name for n in ast.parse(files[0].read_text()).body
+                    if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"GlandSegLogic", "GlandSegTest", "GlandSegRun"} <= module_names
     segment = next(f for f in classes["GlandSegLogic"].body if isinstance(f, ast.FunctionDef) and f.name == "segment")
     positional = [a.arg for a in segment.args.args]
     assert positional == ["self", "volumeNode", "model", "device", "uptakeNode", "outputSegmentationNode"]
     defaults = [ast.literal_eval(d) for d in segment.args.defaults]
     assert defaults == [None, "auto", None, None]
-    text = (MODULE / "GlandSeg.py").read_text()
+    text = "".join(f.read_text() for f in files)
     assert 'self.parent.categories = ["Segmentation"]' in text
     assert "LoadTerminologyFromFile" in text and "startupCompleted()" in text
     assert "installTorch(askConfirmation" in text and "slicer.util.pip_install" in text
@@ -469,7 +480,7 @@ def test_report_warnings_put_swaps_first(tmp_path):
 
 
 def test_list_models_installed_before_shipped(tmp_path, monkeypatch):
-    from GlandSegLib import models
+    from GlandSegLib.models import registry as models
 
     home = Path(os.environ["GLANDSEG_HOME"])
     (home / "models" / "zeta").mkdir(parents=True)
@@ -633,10 +644,12 @@ def glandseg_module(monkeypatch, tmp_path):
 
     nodes.segmentations_logic(scene)  # as in the application: subject hierarchy exists from the start
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    monkeypatch.delitem(sys.modules, "GlandSeg", raising=False)
+    for name in ("GlandSeg", "GlandSegSlicerLib.logic", "GlandSegSlicerLib.selftest"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     module = importlib.import_module("GlandSeg")
     yield types.SimpleNamespace(module=module, scene=scene, temp=temp, slicer=slicer)
-    sys.modules.pop("GlandSeg", None)
+    for name in ("GlandSeg", "GlandSegSlicerLib.logic", "GlandSegSlicerLib.selftest"):
+        sys.modules.pop(name, None)
     scene.Clear(1)
 
 

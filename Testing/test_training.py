@@ -58,7 +58,10 @@ def blob_case(seed: int, spacing=SPACING_XYZ, shape_zyx=SHAPE_ZYX) -> tuple[sitk
 def pipeline(tmp_path_factory):
     """Write (one case partly unsupervised: ignore label), plan, preprocess, train 1 epoch x 2
     iterations, resume 1 more epoch, export, then fine-tune a new training from the export."""
-    from GlandSegLib import export, training
+    from GlandSegLib.models.export import export_model
+    from GlandSegLib.training.dataset import write_raw_dataset
+    from GlandSegLib.training.planning import plan_and_preprocess
+    from GlandSegLib.training.trainer import train
 
     torchvision_before = "torchvision" in sys.modules
     env_before = {k: os.environ.get(k) for k in FOLDER_VARIABLES}
@@ -72,19 +75,19 @@ def pipeline(tmp_path_factory):
         partial_img = sitk.GetImageFromArray(partial)
         partial_img.CopyInformation(cases[3][2])
         cases[3] = (cases[3][0], cases[3][1], partial_img)
-        raw = training.write_raw_dataset(cases, folders.raw, DATASET_ID, "TrainTest", SPACING_XYZ, "blobs for tests",
+        raw = write_raw_dataset(cases, folders.raw, DATASET_ID, "TrainTest", SPACING_XYZ, "blobs for tests",
                                          ignore_label=True)
-        plan = training.plan_and_preprocess(DATASET_ID, "3d_compact", SPACING_XYZ, PATCH_XYZ, FEATURES, 2, progress=lines.append)
+        plan = plan_and_preprocess(DATASET_ID, "3d_compact", SPACING_XYZ, PATCH_XYZ, FEATURES, 2, progress=lines.append)
     # training passes its folders explicitly, outside any context
-    first = training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=2, device="cpu",
+    first = train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=2, device="cpu",
                            progress=lines.append, folders=folders, torch_threads=2)
-    resumed = training.train(DATASET_ID, "3d_compact", "all", epochs=2, iterations_per_epoch=2, device="cpu",
+    resumed = train(DATASET_ID, "3d_compact", "all", epochs=2, iterations_per_epoch=2, device="cpu",
                              continue_training=True, progress=lines.append, folders=folders, torch_threads=2)
-    dest = export.export_model(resumed.output_folder, work / "models" / "test-model", "test-model", fold="all",
+    dest = export_model(resumed.output_folder, work / "models" / "test-model", "test-model", fold="all",
                                card={"summary": "test", "training": {"epochs": 2, "iterations_per_epoch": 2}})
     resumed_weights = work / "resumed_checkpoint_final.pth"  # the fine-tuning below writes the same fold folder
     shutil.copy2(resumed.checkpoint, resumed_weights)
-    tuned = training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
+    tuned = train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
                            progress=lines.append, folders=folders, torch_threads=2,
                            initial_weights=dest / "fold_all" / "checkpoint_final.pth")
     return types.SimpleNamespace(raw=raw, plan=plan, first=first, resumed=resumed, tuned=tuned, dest=dest, lines=lines,
@@ -153,12 +156,12 @@ def test_fine_tuning_starts_from_given_weights(pipeline):
 
 
 def test_fine_tuning_refuses_weights_of_another_network(pipeline, tmp_path):
-    from GlandSegLib import training
+    from GlandSegLib.training.trainer import train
     from GlandSegLib.models.registry import load_model_info
 
     shipped = load_model_info(None)  # a 5-stage network; the test plans build a 3-stage one
     with pytest.raises(ValueError, match="does not fit this network"):
-        training.train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
+        train(DATASET_ID, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
                        progress=lambda m: None, folders=pipeline.folders, torch_threads=2,
                        initial_weights=shipped.folder / "fold_all" / shipped.checkpoint)
 

@@ -453,7 +453,7 @@ def list_models() -> list[ModelEntry]:
     """Installed models (GLANDSEG_HOME) then shipped ones; a name shadowed by an installed
     model is the installed one, as GlandSegLib.models.registry resolves names in that order."""
     ensure_lib_on_path()
-    from GlandSegLib import models
+    from GlandSegLib.models import registry as models
 
     roots = models.model_roots()
     seen: set[str] = set()

@@ -14,8 +14,12 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from GlandSegLib.errors import CancelledError, GlandSegError, InputNotFoundError, InvalidInputError
+
+if TYPE_CHECKING:
+    from GlandSegLib.progress import Progress
 
 INTERNAL_ERROR = 70
 
@@ -100,7 +104,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return _run_segment(args, Progress(mode))
 
 
-def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
+def _run_segment(args: argparse.Namespace, progress: Progress) -> int:
     from GlandSegLib.segmentation.pipeline import segment
 
     from GlandSegLib.segmentation.inference import TILE_STEP_RANGE
@@ -130,9 +134,17 @@ def _run_segment(args: argparse.Namespace, progress: "Progress") -> int:
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from GlandSegLib.errors import OutputExistsError
+    from GlandSegLib.errors import DependencyError, OutputExistsError
     from GlandSegLib.io.images import write_image_atomic
-    from GlandSegLib.defaultmodel.phantom import OUTLINE_RATERS, VARIANTS, make_phantom, make_phantom_from_outlines, reorient
+
+    try:
+        from GlandSegLib.defaultmodel.phantom import (OUTLINE_RATERS, VARIANTS, make_phantom, make_phantom_from_outlines,
+                                                      reorient)
+    except ModuleNotFoundError as exc:  # the 3D Slicer extension ships the runtime only
+        if not (exc.name or "").startswith("GlandSegLib.defaultmodel"):
+            raise
+        raise DependencyError("`glandseg phantom` needs GlandSeg's default-model tools (GlandSegLib/defaultmodel), "
+                              "which the 3D Slicer extension does not ship: run it from a pip install of glandseg") from exc
 
     if args.variant not in VARIANTS:
         raise InvalidInputError(f"--variant must be one of {', '.join(VARIANTS)}, not {args.variant!r}")

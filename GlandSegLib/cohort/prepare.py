@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -40,7 +39,7 @@ from GlandSegLib.geometry import centroid_lps, crop, image_bounds, index_region,
 from GlandSegLib.glands import GLANDS
 from GlandSegLib.segmentation.headbox import HeadBox, locate_head
 from GlandSegLib.segmentation.postprocess import laterality_warnings
-from GlandSegLib.training.dataset import write_raw_dataset
+from GlandSegLib.training.dataset import parse_dataset_path, write_raw_dataset
 from GlandSegLib.training.defaults import DEFAULT_SPACING, LOCATOR, RAW_FILE_ENDING
 
 Log = Callable[[str], None]

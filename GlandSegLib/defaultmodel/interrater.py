@@ -35,7 +35,7 @@ METRICS = ("dice", "hd95_mm", "surface_dice")
 
 def default_root() -> Path:
     """The team's copy of the set: $GLANDSEG_SHARED/data/tcia-hn-labels (default ../shared)."""
-    shared = Path(os.environ.get("GLANDSEG_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    shared = Path(os.environ.get("GLANDSEG_SHARED", Path(__file__).resolve().parents[3] / "shared"))
     return shared / "data" / "tcia-hn-labels"
 
 

@@ -20,7 +20,7 @@ from GlandSegLib.names import map_model_labels
 
 DEFAULT_MODEL = "glandseg-v3"
 METADATA = "glandseg-model.json"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def glandseg_home() -> Path:

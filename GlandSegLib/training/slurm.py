@@ -18,7 +18,7 @@ from typing import Sequence
 
 from GlandSegLib.errors import InvalidInputError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _TIME = re.compile(r"^(\d+-)?\d{1,3}(:\d{2}){0,2}$")
 _SAFE = re.compile(r"^[A-Za-z0-9_.:/+=@,\-]*$")
 

@@ -1,0 +1,334 @@
+"""GlandSeg's Logic: everything the panel does, callable from Slicer's Python console.
+
+Kept apart from the panel (GlandSeg.py) so that it can run, and be tested, without widgets:
+under slicer-core its code runs for real (Testing/test_slicer_module.py). It starts the
+`glandseg` command line through `process` and moves data through `nodes`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from GlandSegSlicerLib import nodes, process
+from GlandSegLib.io.segfile import TERMINOLOGY_CONTEXT
+
+MODULE_DIR = Path(__file__).resolve().parents[1]  # the GlandSeg module folder
+TERMINOLOGY_FILE = MODULE_DIR / "Resources" / "GlandSeg.term.json"
+SAMPLE_CT = ("sample", "phantom_head_ct.nii.gz")
+
+# MRML references that tie a result to its inputs, so "Recompute statistics" knows them.
+REF_CT = "GlandSeg.ct"
+REF_UPTAKE = "GlandSeg.uptake"
+REF_TABLE = "GlandSeg.statistics"
+
+
+def loadTerminology() -> bool:
+    """Make GlandSeg's terminology known to Slicer (idempotent).
+
+    Slicer's master anatomy list lacks the lacrimal gland and has no colours for these
+    glands; without this file the Segment Editor shows the segments' codes unresolved.
+    """
+    try:
+        logic = slicer.modules.terminologies.logic()
+    except AttributeError:  # Terminologies module not loaded (e.g. a minimal test launch)
+        return False
+    names = vtk.vtkStringArray()
+    logic.GetLoadedTerminologyNames(names)
+    if TERMINOLOGY_CONTEXT in [names.GetValue(i) for i in range(names.GetNumberOfValues())]:
+        return True
+    loaded = logic.LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
+    if loaded != TERMINOLOGY_CONTEXT:
+        logging.warning(f"GlandSeg: could not load terminology {TERMINOLOGY_FILE} (got {loaded!r})")
+        return False
+    return True
+
+
+def registerSampleData() -> None:
+    """Offer the bundled phantom CT in the Sample Data module, when both exist."""
+    path = process.resource_path(*SAMPLE_CT)
+    if path is None:
+        return
+    try:
+        import SampleData
+
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category="GlandSeg", sampleName="GlandSegPhantomHeadCT",
+            thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "GlandSeg.png"),
+            uris=path.as_uri(), fileNames=path.name, nodeNames="GlandSegPhantomHeadCT", loadFileType="VolumeFile")
+    except Exception as exc:  # a convenience only: never block the module on it
+        logging.info(f"GlandSeg: sample data not registered ({exc})")
+
+
+
+@dataclass
+class GlandSegRun:
+    """One prepared `glandseg segment` run: its files and the nodes it belongs to."""
+
+    workdir: Path
+    outdir: Path
+    args: list[str]
+    ctNodeID: str
+    uptakeNodeID: str | None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class GlandSegLogic(ScriptedLoadableModuleLogic):
+    """Everything the panel does, callable from the Python console too.
+
+    Nothing here touches widgets; dialogs appear only in `installDependencies` (which asks
+    before installing, unless told not to).
+    """
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.lastReport: dict = {}
+        self.lastWarnings: list[str] = []
+        self._capabilities: process.Capabilities | None = None
+
+    # ------------------------------------------------------------------ environment
+
+    def capabilities(self) -> process.Capabilities:
+        if self._capabilities is None:
+            self._capabilities = process.cli_capabilities()
+        return self._capabilities
+
+    @staticmethod
+    def models() -> list[process.ModelEntry]:
+        return process.list_models()
+
+    @staticmethod
+    def detectDevice() -> tuple[bool, str]:
+        """(CUDA usable, a sentence for the panel). Imports torch only if it is installed."""
+        if importlib.util.find_spec("torch") is None:
+            return False, "PyTorch not installed yet (installed on first use)"
+        try:
+            import torch
+        except Exception as exc:  # a broken install: say so instead of failing the panel
+            return False, f"PyTorch does not load: {exc}"
+        if torch.cuda.is_available():
+            return True, f"GPU available: {torch.cuda.get_device_name(0)}"
+        return False, "no CUDA GPU visible: CPU only (minutes per scan)"
+
+    @staticmethod
+    def missingDependencies() -> list[tuple[str, str]]:
+        return process.missing_requirements()
+
+    def installDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install what GlandSegLib needs into Slicer's Python; True when nothing is missing after.
+
+        torch goes through the PyTorch extension (it picks the CUDA or CPU build that fits
+        this computer); the rest through pip. nnU-Net is skipped when torch could not be
+        installed, because pip would then fetch a multi-gigabyte CUDA torch on its own.
+        """
+        missing = self.missingDependencies()
+        if not missing:
+            return True
+        specs = ", ".join(spec for _name, spec in missing)
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                f"GlandSeg needs these Python packages, which are not installed in Slicer yet:\n\n{specs}\n\n"
+                "Install them now? This downloads up to a few gigabytes (PyTorch) and can take several minutes; "
+                "Slicer may be unresponsive meanwhile.", windowTitle="GlandSeg: install dependencies"):
+            return False
+        installed: list[str] = []
+        failed: list[str] = []
+        names = [name for name, _spec in missing]
+        if "torch" in names:
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                failed.append("torch: the PyTorch extension is not installed. Install 'PyTorch' from the "
+                              "Extensions Manager, restart Slicer, and try again.")
+            else:
+                torch_spec = dict(process.REQUIREMENTS)["torch"][len("torch"):]
+                try:
+                    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation,
+                                                                          torchVersionRequirement=torch_spec)
+                except Exception as exc:
+                    torch = None
+                    failed.append(f"torch: {exc}")
+                if torch is not None:
+                    installed.append(f"torch {getattr(torch, '__version__', '')}".strip())
+                elif not failed:
+                    failed.append("torch: installation was declined or did not complete")
+        torch_ok = importlib.util.find_spec("torch") is not None
+        with slicer.util.WaitCursor():
+            for name, spec in missing:
+                if name == "torch":
+                    continue
+                if name == "nnunetv2" and not torch_ok:
+                    failed.append(f"{spec}: skipped because PyTorch is missing "
+                                  "(pip would install a CUDA build of torch by itself)")
+                    continue
+                try:
+                    slicer.util.pip_install(spec)
+                    installed.append(spec)
+                except Exception as exc:
+                    failed.append(f"{spec}: {exc}")
+        importlib.invalidate_caches()
+        still = [spec for _n, spec in self.missingDependencies()]
+        summary = ("Installed: " + (", ".join(installed) or "nothing") + ".")
+        if failed or still:
+            details = "\n".join(failed + ([f"Still missing: {', '.join(still)}"] if still else []))
+            logging.error(f"GlandSeg dependency installation incomplete. {summary}\n{details}")
+            if askConfirmation:
+                slicer.util.errorDisplay(f"{summary}\nSome packages could not be installed; GlandSeg cannot run yet.",
+                                         windowTitle="GlandSeg: install dependencies", detailedText=details)
+            return False
+        logging.info(f"GlandSeg dependencies: {summary}")
+        if askConfirmation:
+            slicer.util.infoDisplay(f"{summary}\nGlandSeg is ready.", windowTitle="GlandSeg: install dependencies")
+        return True
+
+    # ------------------------------------------------------------------ head box
+
+    def showHeadBox(self, volumeNode, roiNode=None):
+        """Run the fast head locator on the CT and show its box as an ROI; returns (roi, box).
+
+        The locator needs seconds on a CPU, so it runs here in Slicer's process; the user
+        can then drag the ROI, and the adjusted box goes to the command line.
+        """
+        from GlandSegLib.segmentation.headbox import locate_head  # scipy: imported only when asked
+
+        box = locate_head(nodes.volume_to_sitk(volumeNode))
+        if roiNode is None:
+            roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode",
+                                                         slicer.mrmlScene.GenerateUniqueName("GlandSeg head box"))
+            roiNode.CreateDefaultDisplayNodes()
+        nodes.box_to_roi(box, roiNode)
+        roiNode.SetAttribute("GlandSeg.locator", getattr(box, "method", ""))
+        return roiNode, box
+
+    # ------------------------------------------------------------------ running
+
+    def prepareRun(self, volumeNode, model: str | None = None, device: str = "auto", uptakeNode=None,
+                   roiNode=None, trustModel: bool = False) -> GlandSegRun:
+        """Write the inputs to a private temporary folder and build the command line.
+
+        The volumes are written from their nodes (not from their original files) so that
+        what is segmented is exactly what the user sees, including edits and unsaved data.
+        """
+        import SimpleITK as sitk
+
+        if volumeNode is None:
+            raise ValueError("no CT volume selected")
+        ct = nodes.volume_to_sitk(volumeNode)
+        uptake = nodes.volume_to_sitk(uptakeNode) if uptakeNode is not None else None
+        box = None
+        if roiNode is not None:
+            if not self.capabilities().box:
+                raise RuntimeError("this GlandSeg command line has no --box option yet, so a head box cannot be passed; "
+                                   "choose 'Automatic' as head box")
+            box = nodes.box_arguments(nodes.roi_to_box(roiNode))
+        workdir = Path(tempfile.mkdtemp(prefix="GlandSeg-", dir=slicer.app.temporaryPath))
+        try:
+            ct_path = workdir / "ct.nrrd"
+            sitk.WriteImage(ct, str(ct_path), False)  # uncompressed: faster to write and read back
+            uptake_path = None
+            if uptake is not None:
+                uptake_path = workdir / "uptake.nrrd"
+                sitk.WriteImage(uptake, str(uptake_path), False)
+            outdir = workdir / "out"
+            args = process.segment_arguments(ct_path, outdir, model=model, device=device,
+                                                 uptake_path=uptake_path, box_lps=box, trust_model=trustModel)
+        except Exception:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return GlandSegRun(workdir, outdir, args, volumeNode.GetID(), uptakeNode.GetID() if uptakeNode else None)
+
+    def loadResults(self, run: GlandSegRun, outputSegmentationNode=None):
+        """Bring a finished run into the scene; returns the segmentation node.
+
+        Only here does the scene change, and only when everything loaded: a node created
+        for the result is removed again if loading fails.
+        """
+        ctNode = slicer.mrmlScene.GetNodeByID(run.ctNodeID)
+        if ctNode is None:
+            raise RuntimeError("the CT volume was removed from the scene while GlandSeg was running")
+        uptakeNode = slicer.mrmlScene.GetNodeByID(run.uptakeNodeID) if run.uptakeNodeID else None
+        created = outputSegmentationNode is None
+        if created:
+            outputSegmentationNode = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{ctNode.GetName()} glands"))
+        try:
+            nodes.load_seg_nrrd(run.outdir / "glands.seg.nrrd", outputSegmentationNode, ctNode)
+            nodes.show_segmentation(outputSegmentationNode)
+            report = process.read_report(run.outdir)
+            outputSegmentationNode.SetNodeReferenceID(REF_CT, ctNode.GetID())
+            outputSegmentationNode.SetNodeReferenceID(REF_UPTAKE, uptakeNode.GetID() if uptakeNode else None)
+            model = report.get("model", {})
+            outputSegmentationNode.SetAttribute("GlandSeg.model", str(model.get("name", "")))
+            outputSegmentationNode.SetAttribute("GlandSeg.version", str(report.get("glandseg_version", "")))
+            outputSegmentationNode.SetAttribute("GlandSeg.device", str(report.get("device", "")))
+            self.updateStatistics(outputSegmentationNode, ctNode, uptakeNode)
+        except Exception:
+            if created:
+                slicer.mrmlScene.RemoveNode(outputSegmentationNode)
+            raise
+        self.lastReport = report
+        self.lastWarnings = process.report_warnings(report)
+        return outputSegmentationNode
+
+    def segment(self, volumeNode, model: str | None = None, device: str = "auto", uptakeNode=None,
+                outputSegmentationNode=None, *, roiNode=None, timeoutSeconds: float | None = None,
+                progressCallback: Callable[[process.Event], None] | None = None,
+                cancelEvent: threading.Event | None = None):
+        """Segment the glands and wait: the synchronous form of the panel's button.
+
+        Runs `glandseg segment` in a subprocess, then loads the result into
+        `outputSegmentationNode` (a new node when None) with the CT as reference geometry,
+        and a statistics table. Raises process.GlandSegRunError with the CLI's message
+        on failure; the scene is then unchanged. Warnings end up in `self.lastWarnings`.
+        """
+        missing = self.missingDependencies()
+        if missing:
+            raise RuntimeError("missing Python packages: " + ", ".join(s for _n, s in missing)
+                               + "; install them with GlandSeg.GlandSegLogic().installDependencies()")
+        run = self.prepareRun(volumeNode, model=model, device=device, uptakeNode=uptakeNode, roiNode=roiNode)
+        try:
+            process.run_cli(run.args, on_event=progressCallback, cancel=cancelEvent, timeout_s=timeoutSeconds)
+            return self.loadResults(run, outputSegmentationNode)
+        finally:
+            run.cleanup()
+
+    # ------------------------------------------------------------------ statistics, models
+
+    def updateStatistics(self, segmentationNode, ctNode=None, uptakeNode=None):
+        """(Re)compute the per-gland table from the segments as they are now; returns the table.
+
+        The table node is kept per segmentation (a node reference), so recomputing after a
+        correction updates the same table instead of piling up new ones.
+        """
+        ctNode = ctNode or segmentationNode.GetNodeReference(REF_CT)
+        if ctNode is None:
+            raise ValueError("no CT volume for the statistics: select the CT the segmentation was made on")
+        table = segmentationNode.GetNodeReference(REF_TABLE)
+        if table is None:
+            name = slicer.mrmlScene.GenerateUniqueName(f"{segmentationNode.GetName()} statistics")
+            table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+            segmentationNode.SetNodeReferenceID(REF_TABLE, table.GetID())
+        nodes.compute_statistics(segmentationNode, ctNode, uptakeNode, table)
+        return table
+
+    @staticmethod
+    def statisticsTableNode(segmentationNode):
+        return segmentationNode.GetNodeReference(REF_TABLE)
+
+    def installModel(self, path: str) -> process.RunResult:
+        """`glandseg install-model PATH` (a .zip export or an nnU-Net model folder)."""
+        if not self.capabilities().install_model:
+            raise RuntimeError("this version of GlandSeg has no `glandseg install-model` command")
+        return process.run_cli(["install-model", str(path)], timeout_s=1800)
