@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder of GlandSeg.py
 
-# Exit codes of `glandseg` (GlandSegLib/cli.py) and what the user can do about each.
+# Exit codes of `glandseg` (GlandSegLib/cli/main.py) and what the user can do about each.
 EXIT_HINTS: dict[int, str] = {
     2: "the GlandSeg command line rejected its arguments (a version mismatch between the module and GlandSegLib?)",
     3: "the input image could not be found or read",

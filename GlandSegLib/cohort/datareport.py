@@ -13,7 +13,7 @@ gland volumes and CT intensities (training vs hold-out) and the cases that need 
   inflating the standard deviation;
 * a gland on the wrong side of the head's midline or of its partner (LPS x, as in
   postprocess.laterality_warnings): mislabelled left/right, the predecessor's failure;
-* missing glands and overlapping structures (from cohort.py).
+* missing glands and overlapping structures (from cases.py).
 
 Outputs (beside the dataset's dataset.json): report.html (tables + the plots), report.csv
 (one row per case and gland) and two PNGs. Only case ids, structure names and numbers:
