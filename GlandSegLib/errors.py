@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class GlandSegError(Exception):
+    """`detail`: what a library said about it, for --debug; the message itself is in the user's words."""
+
     exit_code = 1
+
+    def __init__(self, message: str = "", *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class InputNotFoundError(GlandSegError):

@@ -125,7 +125,7 @@ def test_folders_are_matched_by_case_id_and_reports_written(tmp_path):
     ("missing_pred", 3, "no such prediction"),
     ("no_common_case", 4, "no case id"),
     ("output_exists", 8, "already holds an evaluation"),
-    ("not_a_label_map", 4, "cannot read image header"),
+    ("not_a_label_map", 4, "not a compressed NIfTI file (it holds unknown data)"),
 ])
 def test_cli_errors_are_one_line_with_their_exit_code(tmp_path, capsys, case, code, fragment):
     ref = reference()

@@ -168,7 +168,8 @@ def test_batch_is_resumable_and_survives_a_broken_case(loop, tmp_path, capsys):
     for cid in ("pat01", "pat04"):
         shutil.copytree(cohort() / cid, cohort_dir / cid)
     (cohort_dir / "pat09").mkdir()
-    (cohort_dir / "pat09" / "ct.nii.gz").write_bytes(b"this is not an image")
+    whole = (cohort() / "pat04" / "ct.nii.gz").read_bytes()
+    (cohort_dir / "pat09" / "ct.nii.gz").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
     out = tmp_path / "out"
     args = ["batch", str(cohort_dir), "-o", str(out), "--model", str(loop.model), "--device", "cpu", "--dicom-out"]
     rc, _, err = run(capsys, *args)
@@ -178,7 +179,7 @@ def test_batch_is_resumable_and_survives_a_broken_case(loop, tmp_path, capsys):
     summary = (out / "summary.csv").read_text().strip().splitlines()
     rows = {r.split(",")[0]: r for r in summary[1:]}
     assert rows["pat01"].split(",")[1] == rows["pat04"].split(",")[1] == "done"
-    assert rows["pat09"].split(",")[1] == "failed" and "cannot read image header" in rows["pat09"]
+    assert rows["pat09"].split(",")[1] == "failed" and "file is truncated or corrupt (gzip stream ends early)" in rows["pat09"]
     assert sorted(p.name for p in (out / "pat01").iterdir() if not p.name.startswith(".")) == sorted(
         OUTPUT_FILES + DICOM_OUTPUT_FILES + ("batch_status.json",))
     assert not (out / "pat04" / "glands_seg.dcm").exists()  # an image-file input gets no DICOM results

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -220,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         handler = handlers.get(args.command) or getattr(args, "workflow_handler")
         return handler(args)
     except GlandSegError as exc:
+        if args.debug or os.environ.get("GLANDSEG_DEBUG"):  # everything: the chain of causes and the library's words
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            if exc.detail:
+                print(f"detail: {exc.detail}", file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

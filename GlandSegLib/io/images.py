@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from GlandSegLib.errors import InputNotFoundError, InvalidInputError, SeriesChoiceError
+from GlandSegLib.io.integrity import check_complete, check_content_matches_name, check_dicom_series, check_finite
 
 # ITK prints multi-line warnings (e.g. "No Series were found") straight to stderr; every
 # problem GlandSeg cares about becomes its own one-line error instead.
@@ -43,12 +44,9 @@ class LoadedCT:
     series: DicomSeries | None = None
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    for ln in lines:
-        if "ERROR" in ln.upper() or "exception" in ln.lower() or "unable" in ln.lower():
-            return ln[-200:]
-    return (lines[-1] if lines else type(exc).__name__)[-200:]
+def _library_text(exc: Exception) -> str:
+    """A library's own words about a failure, for --debug only (they name its source files)."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def find_dicom_series(folder: Path) -> list[DicomSeries]:
@@ -124,7 +122,8 @@ def _check_slices(s: DicomSeries) -> None:
         raise InvalidInputError(f"series {s.uid} has duplicate slice positions")
     if gaps.max() - gaps.min() > max(0.05 * np.median(gaps), 0.01):
         raise InvalidInputError(
-            f"series {s.uid} has uneven slice spacing ({gaps.min():.2f}-{gaps.max():.2f} mm): missing slices or a variable-thickness scan")
+            f"series {s.uid} has uneven slice spacing ({gaps.min():.2f}-{gaps.max():.2f} mm): slices are missing from the "
+            "folder (no file holds them), or the scan has a variable slice thickness")
 
 
 def validate_geometry(image: sitk.Image, source: str) -> None:
@@ -166,22 +165,32 @@ def _to_int16(image: sitk.Image) -> sitk.Image:
 
 
 def read_image_file(path: Path) -> sitk.Image:
-    """Read a volume file header first, refusing absurd sizes before any allocation."""
+    """Read a volume file, refusing damaged files, absurd sizes and non-finite voxels.
+
+    The file is first checked to hold what its name and header promise, in full (see
+    integrity), because ITK fills what is missing with zeros."""
+    path = Path(path)
+    check_content_matches_name(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise InvalidInputError(f"{path}: cannot read image header: {_first_line(exc)}") from None
+        raise InvalidInputError(f"{path}: cannot read the image header (damaged, or a variant GlandSeg cannot read)",
+                                detail=_library_text(exc)) from exc
     size = reader.GetSize()
     if len(size) < 3 or any(s < 1 for s in size):
         raise InvalidInputError(f"{path}: a 3D image is needed, this one is {'x'.join(map(str, size))}")
     if int(np.prod(np.array(size, dtype=np.int64))) > MAX_VOXELS:
         raise InvalidInputError(f"{path}: header claims {'x'.join(map(str, size))} voxels, beyond any CT")
+    check_complete(path)
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except (RuntimeError, MemoryError) as exc:
-        raise InvalidInputError(f"{path}: cannot read image data: {_first_line(exc)}") from None
+        raise InvalidInputError(f"{path}: cannot read the image data (damaged, or a variant GlandSeg cannot read)",
+                                detail=_library_text(exc)) from exc
+    check_finite(image, str(path))
+    return image
 
 
 def read_ct(path: str | Path, series_uid: str | None = None) -> LoadedCT:
@@ -195,13 +204,15 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> LoadedCT:
         if not all_series:
             raise InvalidInputError(f"{p}: no DICOM series found in this folder")
         series = _choose_series(all_series, series_uid, p)
+        check_dicom_series(series.uid, series.files, series.folder, {f for s in all_series for f in s.files})
         _check_slices(series)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(series.files)
         try:
             image = reader.Execute()
         except RuntimeError as exc:
-            raise InvalidInputError(f"{p}: corrupt DICOM series {series.uid}: {_first_line(exc)}") from None
+            raise InvalidInputError(f"{p}: DICOM series {series.uid} cannot be read as one volume (damaged files?)",
+                                    detail=_library_text(exc)) from exc
     else:
         if not p.name.lower().endswith(IMAGE_SUFFIXES) and not p.suffix.lower() == ".dcm":
             raise InvalidInputError(f"{p}: unsupported file type; give a DICOM folder, .nii(.gz), .nrrd or .mha")

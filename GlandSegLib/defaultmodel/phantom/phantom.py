@@ -959,14 +959,35 @@ def _mouth(blk: _Block, A: "_Anatomy", o: _Outlines, q: dict) -> dict | None:
             "arch": _hull(pts), "tongue": _hull(np.r_[pts, [[xc - 15, y_back + 12], [xc + 15, y_back + 12]]])}
 
 
-def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: dict) -> None:
-    """Everything between the real organs, painted in an order that encodes which tissue wins:
-    soft tissue first, bone later, the real organs after, the six glands last (their voxels
-    are the labels, so nothing may cover them)."""
-    hu = dict(p["hu"], **q["hu"])
-    z, sz = blk.z, float(blk.spacing[2])
-    sides = (("L", 1.0), ("R", -1.0))  # +x is the patient's left
-    gl = o.glands
+SIDES = (("L", 1.0), ("R", -1.0))  # +x is the patient's left
+
+
+@dataclass
+class Levels:
+    """Heights and per-slice profiles (physical mm; arrays hold one value per block slice) that
+    the painting steps of an outline head share, measured once on the real canal and mandible."""
+
+    z: np.ndarray  # block slice heights
+    cx: np.ndarray  # spinal canal centre x, y and half widths x, y (canal_profile)
+    cy: np.ndarray
+    cax: np.ndarray
+    cay: np.ndarray
+    d_fm: np.ndarray  # mm below the foramen magnum
+    bx: np.ndarray  # vertebral body half widths x, y
+    by: np.ndarray
+    y_body: np.ndarray  # vertebral body centre y
+    y_vf: np.ndarray  # front of the vertebral bodies, the pharynx's back wall
+    y_c2: float  # y_vf 30 mm below the foramen magnum (C2), held above it
+    mo: dict | None  # the mouth read off the mandible (_mouth), None without teeth
+    z_pal: float  # hard palate
+    z_occ: float  # occlusal plane
+    z_hy: float  # hyoid: just below the mandible
+    apex: float  # lung apex, or a stand-in below the hyoid
+
+
+def measure_levels(blk: _Block, o: _Outlines, A: _Anatomy, q: dict) -> Levels:
+    """The spine profile and the heights of palate, teeth, hyoid and lung apex of one head."""
+    z = blk.z
     cx, cy, cax, cay = _canal_profile(blk, o)
     d_fm = A.z_fm - z  # mm below the foramen magnum
     bx = np.interp(d_fm, [24, 25, 120, 170, 260], [0, 8, 10, 13, 15])  # vertebral body half width
@@ -979,24 +1000,31 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
     z_pal = mo["z_pal"] if mo else A.gz - q["palate"]
     z_occ = z_pal - 18.0
     z_hy = float(A.mand_lo[2]) - 8.0  # hyoid: just below the mandible
-    k, r, mx, gy, gz = A.k, A.globe_r, A.mid_x, A.gy, A.gz
     apex = A.apex if A.apex is not None else z_hy - 90.0
+    return Levels(z, cx, cy, cax, cay, d_fm, bx, by, y_body, y_vf, y_c2, mo, z_pal, z_occ, z_hy, apex)
 
-    # 1. fat around the parotid and submandibular glands (fascia, parapharyngeal and submandibular fat)
+
+# ---- soft tissue steps
+def gland_fat(blk: _Block, o: _Outlines, q: dict, hu: dict) -> None:
+    """Fat around the parotid and submandibular glands (fascia, parapharyngeal and submandibular fat)."""
+    gl = o.glands
     for label, m in gl.items():
         if BY_LABEL[label].organ == "lacrimal" or (b := blk.box(m, q["halo"] + 2)) is None:
             continue
         w = blk.window(m, *b)
         blk.fill(b[0], ~w & (_distance(w, blk.sp_zyx) <= q["halo"]), hu["fat"])
 
-    # 2. neck: posterior muscle mass around the spine, prevertebral muscles, sternocleidomastoids
+
+def neck_muscles(blk: _Block, A: _Anatomy, L: Levels, q: dict, hu: dict) -> None:
+    """Posterior muscle mass around the spine, prevertebral muscles, sternocleidomastoids."""
+    z, cx, cy, bx, by, y_body, y_vf, z_hy, apex = L.z, L.cx, L.cy, L.bx, L.by, L.y_body, L.y_vf, L.z_hy, L.apex
     sel = z <= A.z_fm + 20
     if sel.any():
         widen = np.interp(z[sel], [apex - 20, apex + 30], [12, 0])
         blk.draw(_Tube(z[sel], cx[sel], cy[sel] + 16, q["neck_w"] + widen, q["neck_d"] + widen / 2), hu["muscle"])
         blk.draw(_Tube(z[sel], cx[sel], y_body[sel], np.maximum(bx[sel], 8) + 6, np.maximum(by[sel], 6) + 4), hu["muscle"])
     zk = [min(apex - 10, z_hy - 40), z_hy, None]
-    for side, s in sides:
+    for side, s in SIDES:
         c = A.cochlea[side]
         zk[2] = max(c[2] - 15, z_hy + 10)
         at = lambda arr, zz: float(np.interp(zz, z, arr))
@@ -1004,13 +1032,17 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
         blk.draw(_Tube(zk, [at(cx, zk[0]) + s * 25, at(cx, z_hy) + s * 0.8 * q["neck_w"], c[0] + s * 22],
                        [trachea_y - 10, at(cy, z_hy) - 20, c[1] + 10], [6, 7, 7], [9, 12, 9]), hu["muscle"])
 
-    # 3. chewing muscles on the real rami; temporalis over the temple
+
+def chewing_muscles(blk: _Block, A: _Anatomy, L: Levels, q: dict, hu: dict) -> dict[str, np.ndarray]:
+    """Masseter and pterygoids on the real rami. Returns each side's condyle (physical mm): the
+    top of the ramus, or a guess from the cochlea where the ramus is missing."""
+    mo, mx = L.mo, A.mid_x
     condyle = {}
     if mo:
         lo, hi = mo["lo"], mo["hi"]
         ramus = mo["mw"] & mo["ramus_cols"][None]
         xw = blk.x[lo[2]:hi[2]]
-        for side, s in sides:
+        for side, s in SIDES:
             rs = ramus & (s * (xw - mx) > 0)[None, None, :]
             if rs.sum() < 20:
                 continue
@@ -1029,18 +1061,27 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
                 (d <= q["pterygoid"]) & (dx < -0.5) & (((Z >= z_angle) & (Z <= z_angle + 0.55 * (z_cond - z_angle)))
                                                      | ((Z >= z_cond - 18) & (Z <= z_cond - 4))))
             blk.fill(blo, chew & ~w, hu["muscle"])
-    for side, s in sides:
+    for side, s in SIDES:
         condyle.setdefault(side, A.cochlea[side] + np.array([s * 15, -12, -8]))
+    return condyle
+
+
+def temporalis(blk: _Block, A: _Anatomy, condyle: dict, T: np.ndarray, dist: tuple, q: dict, hu: dict) -> None:
+    """The temporalis over the temple: a band of the skull distance (dist, skull_distance) just
+    outside the outer table (T: outer radii of the skull's layers), from the zygomatic arch up."""
+    slo, shi, d_ic, _ = dist
+    mx, gy = A.mid_x, A.gy
     z_arch = float(np.mean([condyle["L"][2], condyle["R"][2]])) - 3.0
-    T = np.cumsum([q["csf"], q["inner"], q["diploe"], q["outer"]])
-    slo, shi, d_ic, ic = _skull_distance(blk, o, A, T[-1] + q["temporalis"] + 3)
     Z, Y, X = blk.coords(slo, shi)
     half_w = (A.brain_hi[0] - A.brain_lo[0]) / 2
-    temporalis = ((d_ic > T[-1]) & (d_ic <= T[-1] + q["temporalis"]) & (Z >= z_arch) & (Z <= z_arch + 50)
-                  & (np.abs(X - mx) > 0.5 * half_w) & (Y >= gy + 8) & (Y <= max(A.cochlea["L"][1], A.cochlea["R"][1]) + 12))
-    blk.fill(slo, temporalis, hu["muscle"])
+    muscle = ((d_ic > T[-1]) & (d_ic <= T[-1] + q["temporalis"]) & (Z >= z_arch) & (Z <= z_arch + 50)
+              & (np.abs(X - mx) > 0.5 * half_w) & (Y >= gy + 8) & (Y <= max(A.cochlea["L"][1], A.cochlea["R"][1]) + 12))
+    blk.fill(slo, muscle, hu["muscle"])
 
-    # 4. tongue inside the mandibular arch up to the palate, muscular floor of the mouth below it
+
+def tongue(blk: _Block, L: Levels, hu: dict) -> None:
+    """Tongue inside the mandibular arch up to the palate, muscular floor of the mouth below it."""
+    z, mo, z_pal = L.z, L.mo, L.z_pal
     if mo:
         floor = mo["z_bottom"] + 0.45 * (mo["z_crest"] - mo["z_bottom"])
         for eq, z0, z1, tissue in ((mo["tongue"], floor, z_pal - 1.5, "tongue"), (mo["arch"], mo["z_bottom"] + 2, floor, "muscle")):
@@ -1050,8 +1091,11 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
                 blk.fill((kz[0], 0, 0), np.broadcast_to(area, (len(kz), *area.shape)), hu[tissue])
         blk.draw(_Ell((mo["xc"], mo["yc"], z_pal - 3), (15, 20, 1.5)), hu["air"])  # a little air under the palate
 
-    # 5. parapharyngeal fat medial to each parotid, buccal fat in the cheeks
-    for side, s in sides:
+
+def fat_pads(blk: _Block, o: _Outlines, L: Levels, hu: dict) -> None:
+    """Parapharyngeal fat medial to each parotid, buccal fat in the cheeks."""
+    gl, mo, z_occ = o.glands, L.mo, L.z_occ
+    for side, s in SIDES:
         m = gl.get(gland("parotid", side).label)
         if m is not None:
             c, (lo_p, hi_p) = o.centroid(m), o.bounds(m)
@@ -1060,14 +1104,50 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
         if mo:
             blk.draw(_Ell(((mo["x_left"] if s > 0 else mo["x_right"]) + s * 8, mo["y_back"] - 15, z_occ), (6, 10, 10)), hu["fat"])
 
-    # 6. face: nose, lips, maxillary sinuses, zygomas and arches, nasal cavity, ethmoid, sphenoid
+
+def nose_and_lips(blk: _Block, A: _Anatomy, L: Levels, hu: dict) -> None:
+    """The nose, and the lips with the upper lip joining them to the nose."""
+    k, r, mx, gy, gz = A.k, A.globe_r, A.mid_x, A.gy, A.gz
+    mo, z_pal, z_occ = L.mo, L.z_pal, L.z_occ
     blk.draw(_Where(_Ell((mx, gy - r - 6, (gz + z_pal) / 2 - 2), (10 * k, 18 * k, (gz - z_pal) / 2 + 2)),
                     lambda x, y, zz: y < gy - r + 4), hu["soft"])
     if mo:  # lips, and the upper lip joining them to the nose whatever the jaw's position
         blk.draw(_Ell((mx, mo["y_front"] - 7, z_occ + 1), (24 * k, 7, 13)), hu["soft"])
         blk.paint(*_segment((mx, gy - r - 8, z_pal + 6), (mx, mo["y_front"] - 8, z_occ + 8), 10.0), hu["soft"])
+
+
+def airway(blk: _Block, A: _Anatomy, L: Levels, q: dict, hu: dict) -> None:
+    """Airway from the nasopharynx to the trachea in front of the spine; larynx, hyoid, thyroid."""
+    z, cx, y_vf, y_c2, z_pal, z_hy = L.z, L.cx, L.y_vf, L.y_c2, L.z_pal, L.z_hy
+    k, mx, gy = A.k, A.mid_x, A.gy
+    sc, pv = q["airway"], q["prevertebral"]
+    z_gl, z_cr = z_hy - 25, z_hy - 45
+    knots = [z_cr - 10, z_cr, z_gl - 5, z_gl, z_hy - 15, z_hy, z_pal + 3]
+    sel = z <= z_pal + 3
+    if sel.sum() >= 2:
+        zz = z[sel]
+        ax_a = np.interp(zz, knots, [8.5, 8, 7, 3.5, 9, 10, 11]) * sc
+        ay_a = np.interp(zz, knots, [7.5, 7.5, 9, 9, 8, 7, 6]) * sc
+        yc_a = y_vf[sel] - np.interp(zz, knots, [12, pv + 1, pv + 1, pv + 1, pv, pv, pv]) - ay_a
+        blk.draw(_Where(_Tube(zz, cx[sel], yc_a, ax_a + 3, ay_a + 3), None, (z_cr, z_hy - 5)), hu["cartilage"])
+        blk.draw(_Tube(zz, cx[sel], yc_a, ax_a, ay_a), hu["air"])
+        at = lambda arr, zq: float(np.interp(zq, zz, arr))
+        hy = (at(cx[sel], z_hy), at(yc_a, z_hy) - 6)
+        blk.draw(_Where(_Ell((hy[0], hy[1], z_hy), (20, 14, 2.5)),
+                        lambda x, y, zq: ~_Ell((hy[0], hy[1], z_hy), (16, 10, 9))(x, y, zq) & (y < hy[1] + 4)), hu["cortical"])
+        for s in (-1, 1):
+            blk.draw(_Ell((at(cx[sel], z_cr - 25) + s * (8.5 * sc + 9), at(yc_a, z_cr - 25) - 2, z_cr - 25), (7, 9, 20)), hu["thyroid"])
+    y_post, y_ant = y_c2 - 8, gy + 32 * k - 4
+    blk.draw(_Ell((mx, (y_post + y_ant) / 2, z_pal + 11), (10, max(5.0, (y_post - y_ant) / 2), 11)), hu["air"])  # nasopharynx
+
+
+# ---- skull steps
+def face_bones(blk: _Block, A: _Anatomy, L: Levels, condyle: dict, hu: dict) -> None:
+    """Maxillary sinuses, zygomas and arches (to the condyles), nasal cavity, ethmoid, sphenoid."""
+    k, r, mx, gy, gz = A.k, A.globe_r, A.mid_x, A.gy, A.gz
+    z_pal = L.z_pal
     orb_floor = gz - r - 3
-    for side, s in sides:
+    for side, s in SIDES:
         g = A.globe[side]
         top, bot = orb_floor - 1, z_pal + 3
         bot = min(bot, top - 12)
@@ -1091,8 +1171,10 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
     blk.draw(sph.grow(2), hu["cortical"])
     blk.draw(sph, hu["air"])
 
-    # 7. temporal bones: dense petrous pyramid around the real cochlea, mastoid air cells, ear canal
-    for side, s in sides:
+
+def temporal_bones(blk: _Block, A: _Anatomy, hu: dict) -> None:
+    """Dense petrous pyramid around the real cochlea, mastoid air cells, ear canal."""
+    for side, s in SIDES:
         c = A.cochlea[side]
         u = np.array([-s, -1.0, 0.0]) / math.sqrt(2)  # the petrous ridge runs anteromedially
         blk.paint(_Frame(c + np.array([-s * 2, -2, 0]), np.array([u, [-u[1], u[0], 0], [0, 0, 1]])),
@@ -1102,29 +1184,12 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
         blk.draw(_Where(mastoid.grow(-2), lambda x, y, zz: np.sin(1.3 * x) * np.sin(1.1 * y) * np.sin(1.2 * zz) > 0.2), hu["air"])
         blk.paint(*_segment(c + np.array([s * 8, -2, 2]), c + np.array([s * 40, -4, 2]), 3.5), hu["air"])
 
-    # 8. airway from the nasopharynx to the trachea in front of the spine; larynx, hyoid, thyroid
-    sc, pv = q["airway"], q["prevertebral"]
-    z_gl, z_cr = z_hy - 25, z_hy - 45
-    knots = [z_cr - 10, z_cr, z_gl - 5, z_gl, z_hy - 15, z_hy, z_pal + 3]
-    sel = z <= z_pal + 3
-    if sel.sum() >= 2:
-        zz = z[sel]
-        ax_a = np.interp(zz, knots, [8.5, 8, 7, 3.5, 9, 10, 11]) * sc
-        ay_a = np.interp(zz, knots, [7.5, 7.5, 9, 9, 8, 7, 6]) * sc
-        yc_a = y_vf[sel] - np.interp(zz, knots, [12, pv + 1, pv + 1, pv + 1, pv, pv, pv]) - ay_a
-        blk.draw(_Where(_Tube(zz, cx[sel], yc_a, ax_a + 3, ay_a + 3), None, (z_cr, z_hy - 5)), hu["cartilage"])
-        blk.draw(_Tube(zz, cx[sel], yc_a, ax_a, ay_a), hu["air"])
-        at = lambda arr, zq: float(np.interp(zq, zz, arr))
-        hy = (at(cx[sel], z_hy), at(yc_a, z_hy) - 6)
-        blk.draw(_Where(_Ell((hy[0], hy[1], z_hy), (20, 14, 2.5)),
-                        lambda x, y, zq: ~_Ell((hy[0], hy[1], z_hy), (16, 10, 9))(x, y, zq) & (y < hy[1] + 4)), hu["cortical"])
-        for s in (-1, 1):
-            blk.draw(_Ell((at(cx[sel], z_cr - 25) + s * (8.5 * sc + 9), at(yc_a, z_cr - 25) - 2, z_cr - 25), (7, 9, 20)), hu["thyroid"])
-    y_post, y_ant = y_c2 - 8, gy + 32 * k - 4
-    blk.draw(_Ell((mx, (y_post + y_ant) / 2, z_pal + 11), (10, max(5.0, (y_post - y_ant) / 2), 11)), hu["air"])  # nasopharynx
 
-    # 9. orbits: bony walls open in front, fat cone, extraocular muscles, optic nerves (globe and lens come later)
-    for side, s in sides:
+def orbits(blk: _Block, o: _Outlines, A: _Anatomy, hu: dict) -> None:
+    """Bony walls open in front, fat cone, extraocular muscles, the real optic nerves (the real
+    globe and lens come later, with the other real organs)."""
+    r = A.globe_r
+    for side, s in SIDES:
         g = A.globe[side]
         cav = _Ell(g + np.array([0, 0.96 * r, 0.1 * r]), (1.78 * r, 2.26 * r, 1.48 * r))
         blk.draw(_Where(cav.grow(2.5), lambda x, y, zz, cav=cav, gy0=g[1]: ~cav(x, y, zz) & (y > gy0 - 2)), hu["cortical"])
@@ -1135,7 +1200,11 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
     for sfx in ("lt", "rt"):  # optic nerves before the skull: bone closes the optic canal, and the
         blk.put(o.masks.get(f"optic-nerve-{sfx}"), hu["soft"])  # ring around the brain stays closed
 
-    # 10. cranium: CSF, inner table, diploe, outer table around brain and brainstem, open at the foramen magnum
+
+def cranium(blk: _Block, o: _Outlines, A: _Anatomy, T: np.ndarray, dist: tuple, hu: dict) -> None:
+    """CSF, inner table, diploe, outer table around brain and brainstem (bands of dist, see
+    skull_distance; T: their outer radii), open at the foramen magnum."""
+    slo, shi, d_ic, ic = dist
     canal = o.masks["spinal-canal"]
     opening = np.zeros(d_ic.shape, bool)
     top3 = _Mask(canal.a[-3:], (canal.hi[0] - 3, canal.lo[1], canal.lo[2]))
@@ -1148,18 +1217,12 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
         opening = zsel[:, None, None] & col2[None]
     for t0, t1, tissue in ((0, T[0], "csf"), (T[0], T[1], "cortical"), (T[1], T[2], "diploe"), (T[2], T[3], "cortical")):
         blk.fill(slo, ~ic & (d_ic > t0 if t0 else True) & (d_ic <= t1) & ~opening, hu[tissue])
-    del d_ic, opening, temporalis
 
-    # 11. brain and brainstem (real), lateral ventricles
-    blk.put(o.masks.get("brain"), hu["brain"])
-    blk.put(o.masks.get("brainstem"), hu["brain"])
-    c, (lo_b, hi_b) = A.brain_c, (A.brain_lo, A.brain_hi)
-    ax_b, ay_b, h_b = (hi_b - lo_b) / 2
-    for s in (-1, 1):
-        blk.draw(_Ell((c[0] + s * 0.17 * ax_b, (lo_b[1] + hi_b[1]) / 2 + 0.02 * ay_b, hi_b[2] - 0.72 * h_b),
-                      (0.08 * ax_b, 0.29 * ay_b, 0.07 * 2 * h_b)), hu["csf"])
 
-    # 12. mandible (real): cortex and marrow; teeth on its crest and under the palate; maxillary alveolus, palate
+def mandible_and_teeth(blk: _Block, L: Levels, q: dict, hu: dict) -> None:
+    """The real mandible's cortex and marrow; teeth on its crest and under the palate (q["missing"]
+    leaves gaps); maxillary alveolus and hard palate."""
+    z, mo, z_pal, z_occ = L.z, L.mo, L.z_pal, L.z_occ
     if mo:
         lo, mw = mo["lo"], mo["mw"]
         inner = ndimage.distance_transform_edt(np.pad(mw, 1), sampling=blk.sp_zyx)[1:-1, 1:-1, 1:-1]
@@ -1185,7 +1248,12 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
             blk.fill(z0, (lower & (Z > ztop) & (Z <= np.minimum(ztop + h, z_occ - 0.5))) | (upper & (Z >= z_occ) & (Z <= z_occ + h)),
                      hu["teeth"])
 
-    # 13. vertebrae around the real canal: bodies and discs, arches, spinous and transverse processes
+
+def vertebrae(blk: _Block, o: _Outlines, A: _Anatomy, L: Levels, hu: dict) -> None:
+    """Vertebrae around the real canal: bodies and discs, arches, spinous and transverse
+    processes, atlas and dens; then the real canal and cord."""
+    z, sz, d_fm = L.z, float(blk.spacing[2]), L.d_fm
+    cx, cy, cax, cay, bx, by, y_body = L.cx, L.cy, L.cax, L.cay, L.bx, L.by, L.y_body
     sel = d_fm >= 3
     has_body = d_fm >= 25
     per = np.interp(d_fm, [25, 130, 180], [16.0, 18.0, 24.0])
@@ -1210,10 +1278,25 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
         blk.draw(_Where(_Tube(zs, cxs, cys - 3, axs + 9, ays + 9), None, (A.z_fm - 14, A.z_fm - 6)), hu["cortical"])  # atlas
         blk.draw(_Where(_Tube(zs, cxs, cys - ays - 7, np.full_like(zs, 5.0), np.full_like(zs, 5.0)), None,
                         (A.z_fm - 32, A.z_fm - 8)), hu["cortical"])  # dens
-    blk.put(canal, hu["csf"])
+    blk.put(o.masks["spinal-canal"], hu["csf"])
     blk.put(o.masks.get("spinal-cord"), hu["cord"])
 
-    # 14-16. real eyes, inner ears, lungs, then the glands with their labels
+
+# ---- orchestrator
+def _brain(blk: _Block, o: _Outlines, A: _Anatomy, hu: dict) -> None:
+    """The real brain and brainstem, and lateral ventricles inside them."""
+    blk.put(o.masks.get("brain"), hu["brain"])
+    blk.put(o.masks.get("brainstem"), hu["brain"])
+    c, (lo_b, hi_b) = A.brain_c, (A.brain_lo, A.brain_hi)
+    ax_b, ay_b, h_b = (hi_b - lo_b) / 2
+    for s in (-1, 1):
+        blk.draw(_Ell((c[0] + s * 0.17 * ax_b, (lo_b[1] + hi_b[1]) / 2 + 0.02 * ay_b, hi_b[2] - 0.72 * h_b),
+                      (0.08 * ax_b, 0.29 * ay_b, 0.07 * 2 * h_b)), hu["csf"])
+
+
+def _real_organs(blk: _Block, o: _Outlines, p: dict, hu: dict) -> None:
+    """The real eyes, lenses, inner ears and lungs, then the glands with their labels."""
+    gl = o.glands
     for name, tissue in (("orbit", "eye"), ("lens", "lens"), ("cochlea", "csf")):
         for sfx in ("lt", "rt"):
             blk.put(o.masks.get(f"{name}-{sfx}"), hu[tissue])
@@ -1222,6 +1305,33 @@ def _paint_outline_head(blk: _Block, o: _Outlines, A: "_Anatomy", p: dict, q: di
     for label in sorted(gl):
         g = BY_LABEL[label]
         blk.put(gl[label], p["glands"][g.organ, g.side]["hu"], label)
+
+
+def _paint_outline_head(blk: _Block, o: _Outlines, A: _Anatomy, p: dict, q: dict) -> None:
+    """Everything between the real organs, painted in an order that encodes which tissue wins:
+    soft tissue first, bone later, the real organs after, the six glands last (their voxels
+    are the labels, so nothing may cover them)."""
+    hu = dict(p["hu"], **q["hu"])
+    L = measure_levels(blk, o, A, q)
+    gland_fat(blk, o, q, hu)
+    neck_muscles(blk, A, L, q, hu)
+    condyle = chewing_muscles(blk, A, L, q, hu)
+    T = np.cumsum([q["csf"], q["inner"], q["diploe"], q["outer"]])  # outer radii of CSF and the skull's tables
+    dist = _skull_distance(blk, o, A, T[-1] + q["temporalis"] + 3)
+    temporalis(blk, A, condyle, T, dist, q, hu)
+    tongue(blk, L, hu)
+    fat_pads(blk, o, L, hu)
+    nose_and_lips(blk, A, L, hu)
+    face_bones(blk, A, L, condyle, hu)
+    temporal_bones(blk, A, hu)
+    airway(blk, A, L, q, hu)
+    orbits(blk, o, A, hu)
+    cranium(blk, o, A, T, dist, hu)
+    del dist  # the skull distance maps: the largest temporaries
+    _brain(blk, o, A, hu)
+    mandible_and_teeth(blk, L, q, hu)
+    vertebrae(blk, o, A, L, hu)
+    _real_organs(blk, o, p, hu)
 
 
 def _skull_distance(blk: _Block, o: _Outlines, A: "_Anatomy", pad_mm: float):
