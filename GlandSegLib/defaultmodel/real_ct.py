@@ -1,0 +1,165 @@
+"""Real CT decides: a model measured on real scans, every gland, before any phantom figure.
+
+Three real sources, each for what it can tell (see ../shared/data/README.md):
+
+* the PDDCA planning CT 0522c0001: the one real CT here with expert outlines of the
+  submandibular glands (and parotids). For measuring only: never train, tune a threshold or
+  pick a checkpoint on it. Its parotid outlines follow the PDDCA convention (about 12 ml),
+  smaller than the TCIA experts' (20-45 ml), so its parotid Dice is a lower bound;
+* the 33 OpenKBP validation CTs: expert parotids (Dice, HD95, surface Dice), and for
+  every gland the volume found against the experts' distribution;
+* the 70 TCIA expert outline sets (no CT): the distribution of gland volumes (median,
+  5th-95th percentile) and how far the orbit roof lies above the parotids, which says
+  whether a scan's field of view reaches the lacrimal glands at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from GlandSegLib.cohort.metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice, volume_error_percent
+from GlandSegLib.geometry import voxel_volume_ml
+from GlandSegLib.glands import BY_LABEL, GLANDS, gland
+
+PDDCA_CASE = "pddca-0522c0001"
+PDDCA_STRUCTURES = {"Parotid_R": gland("parotid", "R").label, "Parotid_L": gland("parotid", "L").label,
+                    "Submandibular_R": gland("submandibular", "R").label,
+                    "Submandibular_L": gland("submandibular", "L").label}
+_TCIA_COLUMN = {"parotid": "Parotid", "submandibular": "Submandibular", "lacrimal": "Lacrimal"}
+_SIDE = {"R": "Rt", "L": "Lt"}
+ORBIT_ROOF_PERCENTILE = 95  # a scan reaching this far above the parotids holds the orbit roof of 95% of people
+
+
+# ----------------------------------------------------------------------------- the experts
+
+
+def expert_volumes(outlines: Path) -> dict[str, dict[str, float]]:
+    """Per gland: the TCIA experts' volume median and 5th/95th percentiles (ml), both raters,
+    empty outlines (resected glands) left out."""
+    with open(Path(outlines) / "geometry_and_gland_volumes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for g in GLANDS:
+        column = f"{_TCIA_COLUMN[g.organ]}-{_SIDE[g.side]}_ml"
+        values = np.array([float(r[column]) for r in rows if r.get(column) not in (None, "") and float(r[column]) > 0])
+        out[g.key] = {"n": int(values.size), "median_ml": round(float(np.median(values)), 2),
+                      "p05_ml": round(float(np.percentile(values, 5)), 2),
+                      "p95_ml": round(float(np.percentile(values, 95)), 2)}
+    return out
+
+
+def _top_z(mask_file: Path) -> float | None:
+    """Highest physical z (LPS, superior) of a mask, or None when it is empty."""
+    img = sitk.ReadImage(str(mask_file))
+    a = sitk.GetArrayViewFromImage(img)
+    ks = np.flatnonzero(a.reshape(a.shape[0], -1).any(axis=1))
+    if ks.size == 0:
+        return None
+    corners = [img.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(k))) for k in (ks[0], ks[-1])]
+    return max(c[2] for c in corners)
+
+
+def orbit_roof_above_parotid_mm(outlines: Path) -> dict[str, float]:
+    """How far the top of the orbits lies above the top of the parotids, over the TCIA outline
+    sets (both raters, both splits): median and the percentile that decides "in view"."""
+    gaps = []
+    for seg in sorted(Path(outlines).glob("nrrds/*/*/*/segmentations")):
+        tops = {name: _top_z(seg / f"{name}.nrrd") for name in ("Orbit-Lt", "Orbit-Rt", "Parotid-Lt", "Parotid-Rt")
+                if (seg / f"{name}.nrrd").is_file()}
+        orbit = [tops[k] for k in ("Orbit-Lt", "Orbit-Rt") if tops.get(k) is not None]
+        parotid = [tops[k] for k in ("Parotid-Lt", "Parotid-Rt") if tops.get(k) is not None]
+        if orbit and parotid:
+            gaps.append(max(orbit) - max(parotid))
+    if not gaps:
+        raise ValueError(f"no outline set in {outlines} has both orbits and parotids")
+    return {"n": len(gaps), "median_mm": round(float(np.median(gaps)), 1),
+            f"p{ORBIT_ROOF_PERCENTILE}_mm": round(float(np.percentile(gaps, ORBIT_ROOF_PERCENTILE)), 1)}
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_case(pred: sitk.Image, truth: sitk.Image, labels: list[int], *, volumes: bool = False) -> dict[str, dict]:
+    """Per gland outlined in `truth`: Dice, HD95, surface Dice (and volumes) of `pred`, on truth's grid."""
+    if pred.GetSize() != truth.GetSize() or not np.allclose(pred.GetOrigin(), truth.GetOrigin(), atol=1e-3) \
+            or not np.allclose(pred.GetDirection(), truth.GetDirection(), atol=1e-6):
+        pred = sitk.Resample(pred, truth, sitk.Transform(), sitk.sitkNearestNeighbor, 0, pred.GetPixelID())
+    p, t = sitk.GetArrayViewFromImage(pred), sitk.GetArrayViewFromImage(truth)
+    spacing = list(reversed(truth.GetSpacing()))
+    voxel_ml = voxel_volume_ml(truth)
+    out = {}
+    for label in labels:
+        g = BY_LABEL[label]
+        a, b = p == label, t == label
+        if not b.any():
+            continue
+        row = {"dice": dice(a, b), "hd95_mm": hd95(a, b, spacing),
+               "surface_dice": surface_dice(a, b, spacing, SURFACE_TOLERANCE_MM[g.organ])}
+        if volumes:
+            row.update({"volume_ml": round(float(a.sum()) * voxel_ml, 2), "truth_volume_ml": round(float(b.sum()) * voxel_ml, 2),
+                        "volume_error_percent": volume_error_percent(a, b)})
+        out[g.key] = row
+    return out
+
+
+def pddca_truth(case: Path, reference: sitk.Image) -> sitk.Image:
+    """The PDDCA outlines as one GlandSeg labelmap on the CT's grid (they are drawn on it)."""
+    arr = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
+    for name, label in PDDCA_STRUCTURES.items():
+        mask = sitk.ReadImage(str(case / "structures" / f"{name}.nrrd"))
+        if mask.GetSize() != reference.GetSize() or not np.allclose(mask.GetOrigin(), reference.GetOrigin(), atol=0.01):
+            raise ValueError(f"{name}: not on the CT's grid")
+        arr[sitk.GetArrayViewFromImage(mask) > 0] = label
+    truth = sitk.GetImageFromArray(arr)
+    truth.CopyInformation(reference)
+    return truth
+
+
+def evaluate_pddca(predictor, case: Path, work: Path) -> dict:
+    """The PDDCA planning CT (DICOM, as a user would give it): parotids and submandibular glands."""
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.segmentation.pipeline import segment
+
+    case = Path(case)
+    res = segment(case / "ct-dicom", work / PDDCA_CASE, predictor=predictor, overwrite=True)
+    truth = pddca_truth(case, read_ct(case / "ct-dicom").image)
+    return {"case": "0522c0001 (TCIA Head-Neck Cetuximab; PDDCA outlines)", "use": "measurement only",
+            "glands": score_case(res.labels, truth, sorted(PDDCA_STRUCTURES.values()), volumes=True)}
+
+
+def scan_top_above_parotid_mm(ct: sitk.Image, truth: sitk.Image) -> float | None:
+    """How far the body in the scan reaches above the top of the (outlined) parotids, in mm."""
+    body = sitk.GetArrayViewFromImage(ct) > -300
+    par = sitk.GetArrayViewFromImage(truth) > 0
+    if not par.any():
+        return None
+
+    def top(mask: np.ndarray) -> float:
+        ks = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        return max(ct.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(k)))[2] for k in (ks[0], ks[-1]))
+
+    return round(top(body) - top(par), 1)
+
+
+def volume_plausibility(found: dict[str, dict[str, float]], experts: dict[str, dict[str, float]],
+                        in_view: dict[str, dict[str, bool]] | None = None) -> dict[str, dict]:
+    """Per gland over patients: how often found (among those whose scan holds its region), the
+    median volume, and how many volumes fall inside the experts' 5-95% range."""
+    out = {}
+    for g in GLANDS:
+        patients = [p for p in found if in_view is None or in_view[p].get(g.key, True)]
+        vols = [found[p][g.key] for p in patients if found[p].get(g.key, 0.0) > 0]
+        e = experts[g.key]
+        inside = [v for v in vols if e["p05_ml"] <= v <= e["p95_ml"]]
+        out[g.key] = {"patients_in_view": len(patients), "found": len(vols),
+                      "found_fraction": round(len(vols) / len(patients), 3) if patients else None,
+                      "volume_ml_median": round(statistics.median(vols), 2) if vols else None,
+                      "inside_expert_range": len(inside),
+                      "median_inside_expert_range": bool(vols) and e["p05_ml"] <= statistics.median(vols) <= e["p95_ml"],
+                      "experts": e}
+    return out
