@@ -17,6 +17,7 @@ Python console:
 from __future__ import annotations
 
 import logging
+import sys
 
 import ctk  # noqa: F401  (the .ui uses ctk widgets; importing registers them for PythonQt)
 import qt
@@ -27,18 +28,26 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from GlandSegSlicerLib import process
+from GlandSegSlicerLib import compat
 
-process.ensure_lib_on_path()
+# Checked before anything else is imported: this file and compat.py parse on the Python of
+# older Slicers (3.9), the rest of the module needs Slicer 5.10 (Python 3.12) or later.
+UNSUPPORTED = compat.unsupported_reason(compat.slicer_version(slicer.app), sys.version_info)
 
-from GlandSegSlicerLib import nodes  # noqa: E402
-from GlandSegSlicerLib.process import GlandSegRunError  # noqa: E402,F401  (for console users: GlandSeg.GlandSegRunError)
-from GlandSegSlicerLib.logic import (REF_CT, REF_TABLE, REF_UPTAKE, GlandSegLogic, GlandSegRun,  # noqa: E402,F401
-                                     loadTerminology, registerSampleData)
-from GlandSegSlicerLib.selftest import GlandSegTest  # noqa: E402,F401  (Slicer finds the module's test here)
-from GlandSegLib.glands import GLANDS  # noqa: E402
+if UNSUPPORTED is None:
+    from GlandSegSlicerLib import process, runner
+
+    process.ensure_lib_on_path()
+
+    from GlandSegSlicerLib import nodes
+    from GlandSegSlicerLib.process import GlandSegRunError  # noqa: F401  (for console users: GlandSeg.GlandSegRunError)
+    from GlandSegSlicerLib.logic import (REF_CT, REF_TABLE, REF_UPTAKE, GlandSegLogic, GlandSegRun,  # noqa: F401
+                                         loadTerminology, registerSampleData)
+    from GlandSegSlicerLib.selftest import GlandSegTest  # noqa: F401  (Slicer finds the module's test here)
+    from GlandSegLib.glands import GLANDS
 
 DEVICE_ITEMS = ("auto", "gpu", "cpu")  # deviceComboBox order -> process.cli_device
+POLL_MS = 100  # how often the panel collects the running command's output
 
 
 # ======================================================================================
@@ -79,7 +88,13 @@ from synthetic CTs around those expert outlines (the lacrimal glands in a second
 a fine grid beside each orbit) and from OpenKBP's parotids; its lacrimal and
 submandibular glands are measured on synthetic CTs only.
 """
+        if UNSUPPORTED is not None:
+            self.parent.helpText = UNSUPPORTED
+            slicer.app.connect("startupCompleted()", lambda: logging.error(f"GlandSeg: {UNSUPPORTED}"))
+            return
         slicer.app.connect("startupCompleted()", _onStartupCompleted)
+        # Slicer closing: nothing GlandSeg started may outlive it (runner also stops all at exit)
+        slicer.app.connect("aboutToQuit()", runner.stop_all)
 
 
 def _onStartupCompleted() -> None:
@@ -92,28 +107,31 @@ def _onStartupCompleted() -> None:
 # ======================================================================================
 
 class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel: reads the widgets, starts the CLI in a QProcess, shows what it says."""
+    """The panel: reads the widgets, runs the CLI in a child process polled by a QTimer, shows what it says."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic: GlandSegLogic | None = None
-        self._process = None
-        self._finishedProcess = None
+        self._job: process.CliJob | None = None  # the running command (segment or install-model)
+        self._onJobFinished = None
+        self._timer = None
         self._run: GlandSegRun | None = None
         self._targetSegmentationID: str | None = None
-        self._pgid: int | None = None
-        self._cancelRequested = False
+        self._modelsBefore: set[str] = set()
         self._trustModelOnce = False  # set only after the user confirmed an untrusted model
-        self._stdout = process.LineBuffer()
-        self._stderr = process.LineBuffer()
-        self._stderrLines: list[str] = []
         self._runWarnings: list[str] = []
 
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if UNSUPPORTED is not None:
+            label = qt.QLabel(UNSUPPORTED)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/GlandSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -145,13 +163,20 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         qt.QTimer.singleShot(0, self.updateDetectedDevice)  # importing torch takes seconds: after the panel shows
 
     def cleanup(self) -> None:
-        """Module closed or reloaded: stop a running segmentation, drop observers."""
-        if self._process is not None:
-            self.cancel()
+        """Module unloaded or reloaded, application closing: end the running command and
+        everything it started now (not after a timer that would never fire), drop observers."""
+        if self._timer is not None:
+            self._timer.stop()
+        job, self._job = self._job, None
+        if job is not None:
+            job.stop(grace_s=2.0)
+        if self._run is not None:
+            self._run.cleanup()
+            self._run = None
         self.removeObservers()
 
     def onSceneStartClose(self, caller, event) -> None:
-        if self._process is not None:
+        if self._job is not None:
             self.cancel()
 
     # ------------------------------------------------------------------ panel state
@@ -172,11 +197,13 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.warningsLabel.hide()
 
     def updateButtons(self, *_args) -> None:
-        running = self._process is not None
+        if self.logic is None:
+            return
+        running = self._job is not None
         hasInput = self.ui.inputVolumeSelector.currentNode() is not None
         self.ui.applyButton.enabled = running or hasInput
         self.ui.applyButton.text = "Cancel" if running else "Segment glands"
-        self.ui.applyButton.toolTip = ("Stop the running segmentation; the scene is left unchanged." if running
+        self.ui.applyButton.toolTip = ("Stop the running command and everything it started." if running
                                        else "Segment the six glands in a separate process.")
         for w in (self.ui.inputVolumeSelector, self.ui.uptakeVolumeSelector, self.ui.modelComboBox,
                   self.ui.installModelButton, self.ui.deviceComboBox, self.ui.headBoxSelector,
@@ -268,20 +295,29 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                   "Model archive (*.zip)")
         if not path:
             return
-        before = {m.name for m in self.logic.models()}
-        try:
-            with slicer.util.WaitCursor():
-                result = self.logic.installModel(path)
-        except process.GlandSegRunError as exc:
-            self.log(exc.log)
-            slicer.util.errorDisplay(f"Model installation failed: {exc}", windowTitle="GlandSeg", detailedText=exc.log)
+        self._modelsBefore = {m.name for m in self.logic.models()}
+        self.ui.logTextEdit.clear()
+        self.log(f"glandseg install-model {path}")
+        self.ui.progressBar.setRange(0, 0)  # busy: install-model reports no fractions
+        self.startJob(self.logic.installModelJob(path, onLog=self.log), self.onInstallModelFinished,
+                      "Installing the model (checking and copying its files)...")
+
+    def onInstallModelFinished(self, job) -> None:
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.setValue(0)
+        error = job.error()
+        if job.cancelled and error is not None:
+            self.setStatus("Model installation cancelled.")
             return
-        for line in result.log:
-            self.log(line)
+        if error is not None:
+            self.setStatus(f"Model installation failed: {error}")
+            slicer.util.errorDisplay(f"Model installation failed: {error}", windowTitle="GlandSeg", detailedText=error.log)
+            return
         self.populateModels()
-        new = [m.name for m in self.logic.models() if m.name not in before]
+        new = [m.name for m in self.logic.models() if m.name not in self._modelsBefore]
         if new:
             self.ui.modelComboBox.setCurrentIndex(self.ui.modelComboBox.findData(new[0]))
+        self.ui.progressBar.setValue(100)
         self.setStatus(f"Installed model {new[0]}." if new else "Model installed.")
 
     def onRecomputeStatistics(self) -> None:
@@ -297,7 +333,7 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.setStatus(f"Statistics of '{seg.GetName()}' recomputed.")
 
     def onApplyButton(self) -> None:
-        if self._process is not None:
+        if self._job is not None:
             self.cancel()
             return
         ct = self.ui.inputVolumeSelector.currentNode()
@@ -331,63 +367,64 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.startProcess(run, seg)
 
-    # ------------------------------------------------------------------ the process
+    # ------------------------------------------------------------------ the running command
+
+    def startJob(self, job, onFinished, status: str) -> bool:
+        """Start a command and poll it from a QTimer: its output reaches the panel on the main
+        thread, and Slicer stays responsive. `onFinished(job)` runs once it has ended."""
+        self._job = job
+        self._onJobFinished = onFinished
+        self.updateButtons()
+        self.setStatus(status)
+        try:
+            job.start()
+        except OSError as exc:
+            self._job = None
+            self.updateButtons()
+            self.setStatus(f"Could not start Python ({process.python_executable()}): {exc}")
+            slicer.util.errorDisplay(f"GlandSeg could not start {process.python_executable()}: {exc}", windowTitle="GlandSeg")
+            return False
+        if self._timer is None:
+            self._timer = qt.QTimer()
+            self._timer.setInterval(POLL_MS)
+            self._timer.connect("timeout()", self.pollJob)
+        self._timer.start()
+        return True
+
+    def pollJob(self) -> None:
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        try:
+            if not job.poll():
+                return
+        except Exception:  # a failing output handler must not stop the polling of the job
+            logging.exception("GlandSeg: handling the command's output failed")
+            return
+        self._timer.stop()
+        self._job = None
+        onFinished, self._onJobFinished = self._onJobFinished, None
+        try:
+            onFinished(job)
+        finally:
+            self.updateButtons()
 
     def startProcess(self, run: GlandSegRun, targetSegmentation=None) -> None:
         self._run = run
         self._targetSegmentationID = targetSegmentation.GetID() if targetSegmentation is not None else None
-        self._pgid = None
-        self._cancelRequested = False
-        self._stdout = process.LineBuffer()
-        self._stderr = process.LineBuffer()
-        self._stderrLines = []
         self._runWarnings = []
         self.showWarnings([])
+        self.ui.progressBar.setRange(0, 100)
         self.ui.progressBar.setValue(0)
         self.ui.logTextEdit.clear()
-
-        program, arguments = process.launch_arguments(run.args)
         self.log("glandseg " + " ".join(run.args))
-        qprocess = qt.QProcess()
-        environment = qt.QProcessEnvironment()
-        for key, value in process.child_environment().items():
-            environment.insert(key, value)
-        qprocess.setProcessEnvironment(environment)
-        qprocess.setWorkingDirectory(str(process.lib_parent()))
-        qprocess.connect("readyReadStandardOutput()", self.onProcessStdout)
-        qprocess.connect("readyReadStandardError()", self.onProcessStderr)
-        qprocess.connect("finished(int,QProcess::ExitStatus)", self.onProcessFinished)
-        qprocess.connect("errorOccurred(QProcess::ProcessError)", self.onProcessError)
-        self._process = qprocess
-        self.updateButtons()
-        self.setStatus("Starting GlandSeg...")
-        qprocess.start(program, arguments)
+        job = process.CliJob(run.args, on_event=self.handleEvent, on_log=self.log)
+        if not self.startJob(job, self.finishRun, "Starting GlandSeg..."):
+            run.cleanup()
+            self._run = None
 
-    def _processId(self) -> int | None:
-        if self._process is None:
-            return None
-        pid = self._process.processId() if hasattr(self._process, "processId") else self._process.pid()
-        return int(pid) or None
-
-    def onProcessStdout(self) -> None:
-        if self._process is None:
-            return
-        for line in self._stdout.feed(self._process.readAllStandardOutput().data()):
-            self.handleEvent(process.parse_line(line), line)
-
-    def onProcessStderr(self) -> None:
-        if self._process is None:
-            return
-        for line in self._stderr.feed(self._process.readAllStandardError().data()):
-            self._stderrLines.append(line)
-            self.log(line)
-
-    def handleEvent(self, event: process.Event, line: str) -> None:
-        if event.kind == "pgid":
-            self._pgid = event.pgid
-            if self._cancelRequested:  # Cancel came before the child announced its group
-                process.terminate_process_group(self._pgid, None)
-            return
+    def handleEvent(self, event: process.Event) -> None:
         if event.kind == "progress":
             self.ui.progressBar.setValue(int(round(100 * (event.fraction or 0.0))))
             self.ui.statusLabel.setText(f"{event.stage}: {event.message}" if event.stage else event.message)
@@ -397,65 +434,40 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.log(f"warning: {event.message}")
             self.showWarnings(self._runWarnings)
         else:
-            self.log(line)
-
-    def onProcessError(self, error) -> None:
-        if error == qt.QProcess.FailedToStart:
-            self.log(f"could not start {process.python_executable()}")
-            self.finishRun(-1, crashed=True, message=f"could not start Python ({process.python_executable()})")
-
-    def onProcessFinished(self, exitCode, exitStatus) -> None:
-        self.onProcessStdout()
-        self.onProcessStderr()
-        for line in self._stdout.flush():
-            self.handleEvent(process.parse_line(line), line)
-        for line in self._stderr.flush():
-            self._stderrLines.append(line)
-            self.log(line)
-        self.finishRun(int(exitCode), crashed=exitStatus == qt.QProcess.CrashExit)
+            self.log(event.message)
 
     def cancel(self) -> None:
-        """Stop the CLI and its workers: SIGTERM to its process group, SIGKILL after 10 s."""
-        if self._process is None:
+        """Stop the command and every process it started: now on Windows, politely first on
+        macOS and Linux (the CLI exits through its handler), forced after 10 s."""
+        if self._job is None:
             return
-        self._cancelRequested = True
         self.setStatus("Cancelling...")
-        process.terminate_process_group(self._pgid, self._processId())
-        qt.QTimer.singleShot(10000, self._forceKill)
+        self._job.cancel(grace_s=10.0)
 
-    def _forceKill(self) -> None:
-        if self._process is not None and self._cancelRequested:
-            process.terminate_process_group(self._pgid, self._processId(), force=True)
-            self._process.kill()
-
-    def finishRun(self, exitCode: int, crashed: bool = False, message: str | None = None) -> None:
-        """The process ended: load results on success; otherwise leave the scene as it was."""
+    def finishRun(self, job) -> None:
+        """The segmentation ended: load results on success; otherwise leave the scene as it was."""
         run, self._run = self._run, None
-        # keep the finished QProcess alive until the next run: deleting a QObject from
-        # inside its own `finished` signal can crash Qt
-        self._finishedProcess, self._process = self._process, None
         target = slicer.mrmlScene.GetNodeByID(self._targetSegmentationID) if self._targetSegmentationID else None
         try:
             if run is None:
                 return
-            if self._cancelRequested:
+            error = job.error()
+            if job.cancelled and error is not None:
                 self.ui.progressBar.setValue(0)
                 self.setStatus("Cancelled. The scene was not changed.")
                 return
-            if not crashed and process.needs_trust(exitCode, self._stderrLines):
-                text = process.error_message(exitCode, self._stderrLines)
+            if error is not None and process.needs_trust(error.exit_code, job.result.stderr):
                 if slicer.util.confirmYesNoDisplay(
-                        f"{text}\n\nA model checkpoint is a program: loading this one runs code it carries. "
+                        f"{error}\n\nA model checkpoint is a program: loading this one runs code it carries. "
                         "Run it only if you trust where the model came from. Run it anyway?", windowTitle="GlandSeg: untrusted model"):
                     self._trustModelOnce = True
                     qt.QTimer.singleShot(0, self.onApplyButton)
                 else:
                     self.setStatus("Stopped: the model was not trusted. The scene was not changed.")
                 return
-            if exitCode != 0 or crashed:
-                text = message or process.error_message(exitCode, self._stderrLines)
-                self.setStatus(f"Failed: {text}")
-                slicer.util.errorDisplay(f"GlandSeg failed: {text}", windowTitle="GlandSeg",
+            if error is not None:
+                self.setStatus(f"Failed: {error}")
+                slicer.util.errorDisplay(f"GlandSeg failed: {error}", windowTitle="GlandSeg",
                                          detailedText=self.ui.logTextEdit.toPlainText())
                 return
             try:
@@ -470,8 +482,6 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             if run is not None:
                 run.cleanup()
-            self._cancelRequested = False
-            self.updateButtons()
 
     def onSegmentationDone(self, seg) -> None:
         ct = seg.GetNodeReference(REF_CT)

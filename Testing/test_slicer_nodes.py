@@ -11,12 +11,16 @@ import math
 import sys
 from pathlib import Path
 
+import types
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
-vtk = pytest.importorskip("vtk")
+from conftest import require
+
+slicer = require("slicer", "slicer-core gives Slicer's MRML classes")
+vtk = require("vtk", "slicer-core brings it")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "GlandSeg"))
@@ -119,6 +123,40 @@ def scene():
     N.segmentations_logic(s)
     yield s
     s.Clear(1)
+
+
+# ----------------------------------------------------------------------------- Segmentations logic
+
+def test_segmentations_logic_in_the_application_is_the_modules_own(monkeypatch):
+    """Inside Slicer: slicer.modules.segmentations.logic(), never a new one (a new logic given
+    the scene re-registers node classes and adds converter rules on every load)."""
+    app_logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    modules = types.SimpleNamespace(segmentations=types.SimpleNamespace(logic=lambda: app_logic))
+    monkeypatch.setattr(slicer, "modules", modules, raising=False)
+    created = []
+    real = slicer.vtkSlicerSegmentationsModuleLogic
+    monkeypatch.setattr(slicer, "vtkSlicerSegmentationsModuleLogic", lambda: created.append(1) or real())
+    assert N.segmentations_logic(slicer.vtkMRMLScene()) is app_logic
+    assert created == []
+
+
+def test_segmentations_logic_under_slicer_core_is_one_per_process(monkeypatch):
+    """slicer-core (no application): one stand-alone logic; loading into many scenes adds no
+    converter rules after the first and binds none of the callers' scenes."""
+    monkeypatch.delattr(slicer, "modules", raising=False)
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    first = N.segmentations_logic(slicer.vtkMRMLScene())
+    rules = len(factory.GetConverterRules())
+    assert rules >= 4
+    for _ in range(3):
+        scene = slicer.vtkMRMLScene()
+        assert N.segmentations_logic(scene) is first
+        seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        ct = make_image(size=(12, 10, 6))
+        N.labelmap_to_segmentation(gland_labels(ct), seg, N.add_volume_from_sitk(scene, ct, "ct"))
+        assert seg.GetSegmentation().GetNumberOfSegments() == 6
+        assert first.GetMRMLScene() is not scene
+    assert len(factory.GetConverterRules()) == rules
 
 
 # ----------------------------------------------------------------------------- (a) volumes

@@ -21,7 +21,7 @@ import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from GlandSegSlicerLib import nodes, process
+from GlandSegSlicerLib import install, nodes, process
 from GlandSegLib.io.segfile import TERMINOLOGY_CONTEXT
 
 MODULE_DIR = Path(__file__).resolve().parents[1]  # the GlandSeg module folder
@@ -125,62 +125,74 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def missingDependencies() -> list[tuple[str, str]]:
-        return process.missing_requirements()
+        """(import name, requirement) of what is missing or installed at a wrong version."""
+        return [(u.name, u.requirement) for u in install.unmet_requirements()]
+
+    @staticmethod
+    def installers() -> dict[str, Callable[[install.Step], None]]:
+        """How each kind of step is carried out in the application (install.execute_plan)."""
+
+        def nnunet(step: install.Step) -> None:
+            import SlicerNNUNetLib
+
+            nnunetLogic = SlicerNNUNetLib.InstallLogic(doAskConfirmation=False)
+            progress = getattr(nnunetLogic, "progressInfo", None)
+            if progress is not None and hasattr(progress, "connect"):
+                progress.connect(lambda text: logging.info(f"GlandSeg (NNUNet extension): {text}"))
+            ok = nnunetLogic.setupPythonRequirements(step.requirement)
+            if getattr(nnunetLogic, "needsRestart", False):
+                raise RuntimeError("restart 3D Slicer to finish installing the PyTorch extension, then try again")
+            if not ok:
+                raise RuntimeError("the NNUNet extension could not install it (see the application log)")
+
+        def torch(step: install.Step) -> None:
+            import PyTorchUtils
+
+            # GlandSeg asked already: no second confirmation from the PyTorch extension
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                             torchVersionRequirement=step.specifier) is None:
+                raise RuntimeError("the PyTorch extension did not install PyTorch")
+
+        def pip(step: install.Step) -> None:
+            slicer.util.pip_install(step.requirement)
+
+        def provided(step: install.Step) -> None:
+            raise RuntimeError(step.why)
+
+        return {install.NNUNET_EXTENSION: nnunet, install.PYTORCH_EXTENSION: torch, install.PIP: pip,
+                install.SLICER: provided}
 
     def installDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install what GlandSegLib needs into Slicer's Python; True when nothing is missing after.
+        """Install what GlandSegLib needs into Slicer's Python; True when nothing is unmet after.
 
-        torch goes through the PyTorch extension (it picks the CUDA or CPU build that fits
-        this computer); the rest through pip. nnU-Net is skipped when torch could not be
-        installed, because pip would then fetch a multi-gigabyte CUDA torch on its own.
+        Asks once (with askConfirmation) and then installs through the NNUNet and PyTorch
+        extensions and pip in the order install.install_plan gives for this platform; the
+        extensions are told not to ask again.
         """
-        missing = self.missingDependencies()
-        if not missing:
+        unmet = install.unmet_requirements()
+        if not unmet:
             return True
-        specs = ", ".join(spec for _name, spec in missing)
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                f"GlandSeg needs these Python packages, which are not installed in Slicer yet:\n\n{specs}\n\n"
-                "Install them now? This downloads up to a few gigabytes (PyTorch) and can take several minutes; "
-                "Slicer may be unresponsive meanwhile.", windowTitle="GlandSeg: install dependencies"):
+        plan = install.install_plan(unmet, nnunet_torch=install.declared_requirement("nnunetv2", "torch"))
+        absent = install.missing_extensions(plan)
+        if absent:
+            text = (f"GlandSeg installs PyTorch and nnU-Net through the {' and '.join(absent)} extension"
+                    f"{'s' if len(absent) > 1 else ''} of 3D Slicer, which {'are' if len(absent) > 1 else 'is'} "
+                    "not installed. Install them from the Extensions Manager, restart 3D Slicer, and try again.")
+            logging.error(f"GlandSeg: {text}")
+            if askConfirmation:
+                slicer.util.errorDisplay(text, windowTitle="GlandSeg: install dependencies")
             return False
-        installed: list[str] = []
-        failed: list[str] = []
-        names = [name for name, _spec in missing]
-        if "torch" in names:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                failed.append("torch: the PyTorch extension is not installed. Install 'PyTorch' from the "
-                              "Extensions Manager, restart Slicer, and try again.")
-            else:
-                torch_spec = dict(process.REQUIREMENTS)["torch"][len("torch"):]
-                try:
-                    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation,
-                                                                          torchVersionRequirement=torch_spec)
-                except Exception as exc:
-                    torch = None
-                    failed.append(f"torch: {exc}")
-                if torch is not None:
-                    installed.append(f"torch {getattr(torch, '__version__', '')}".strip())
-                elif not failed:
-                    failed.append("torch: installation was declined or did not complete")
-        torch_ok = importlib.util.find_spec("torch") is not None
+        listing = "\n".join(f"- {u.describe()}" for u in unmet)
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                "GlandSeg needs these Python packages in 3D Slicer, which are missing or at a version it cannot "
+                f"use:\n\n{listing}\n\nInstall them now? This downloads up to a few gigabytes (PyTorch) and can take "
+                "several minutes.", windowTitle="GlandSeg: install dependencies",
+                detailedText="\n".join(f"{s.requirement}: {s.installer} ({s.why})" for s in plan)):
+            return False
         with slicer.util.WaitCursor():
-            for name, spec in missing:
-                if name == "torch":
-                    continue
-                if name == "nnunetv2" and not torch_ok:
-                    failed.append(f"{spec}: skipped because PyTorch is missing "
-                                  "(pip would install a CUDA build of torch by itself)")
-                    continue
-                try:
-                    slicer.util.pip_install(spec)
-                    installed.append(spec)
-                except Exception as exc:
-                    failed.append(f"{spec}: {exc}")
-        importlib.invalidate_caches()
-        still = [spec for _n, spec in self.missingDependencies()]
-        summary = ("Installed: " + (", ".join(installed) or "nothing") + ".")
+            done, failed = install.execute_plan(plan, self.installers(), log=lambda t: logging.info(f"GlandSeg: {t}"))
+        still = [u.describe() for u in install.unmet_requirements()]
+        summary = "Installed: " + (", ".join(done) or "nothing") + "."
         if failed or still:
             details = "\n".join(failed + ([f"Still missing: {', '.join(still)}"] if still else []))
             logging.error(f"GlandSeg dependency installation incomplete. {summary}\n{details}")
@@ -292,6 +304,9 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
         `outputSegmentationNode` (a new node when None) with the CT as reference geometry,
         and a statistics table. Raises process.GlandSegRunError with the CLI's message
         on failure; the scene is then unchanged. Warnings end up in `self.lastWarnings`.
+        `progressCallback` runs on this (the main) thread, between Qt event rounds, so it may
+        update widgets; setting `cancelEvent` (from a callback or another thread) stops the
+        command and everything it started.
         """
         missing = self.missingDependencies()
         if missing:
@@ -299,7 +314,8 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
                                + "; install them with GlandSeg.GlandSegLogic().installDependencies()")
         run = self.prepareRun(volumeNode, model=model, device=device, uptakeNode=uptakeNode, roiNode=roiNode)
         try:
-            process.run_cli(run.args, on_event=progressCallback, cancel=cancelEvent, timeout_s=timeoutSeconds)
+            process.run_cli(run.args, on_event=progressCallback, cancel=cancelEvent, timeout_s=timeoutSeconds,
+                            idle=processEvents)
             return self.loadResults(run, outputSegmentationNode)
         finally:
             run.cleanup()
@@ -327,8 +343,26 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
     def statisticsTableNode(segmentationNode):
         return segmentationNode.GetNodeReference(REF_TABLE)
 
-    def installModel(self, path: str) -> process.RunResult:
-        """`glandseg install-model PATH` (a .zip export or an nnU-Net model folder)."""
+    def installModelJob(self, path: str, onLog: Callable[[str], None] | None = None) -> process.CliJob:
+        """`glandseg install-model PATH` as a job, not started: the panel polls it (progress, Cancel)."""
         if not self.capabilities().install_model:
             raise RuntimeError("this version of GlandSeg has no `glandseg install-model` command")
-        return process.run_cli(["install-model", str(path)], timeout_s=1800)
+        return process.CliJob(["install-model", str(path)], on_log=onLog, on_event=(
+            (lambda ev: onLog(ev.message or ev.stage)) if onLog is not None else None))
+
+    def installModel(self, path: str, onLog: Callable[[str], None] | None = None,
+                     cancelEvent: threading.Event | None = None, timeoutSeconds: float | None = 1800) -> process.RunResult:
+        """`glandseg install-model PATH` (a .zip export or an nnU-Net model folder), waiting.
+
+        The application keeps processing events meanwhile; raises GlandSegRunError on failure.
+        """
+        job = self.installModelJob(path, onLog)
+        return job.wait(timeout_s=timeoutSeconds, cancel=cancelEvent, idle=processEvents)
+
+
+def processEvents() -> None:
+    """Let the application repaint and react while a console call waits (no-op without slicer.app)."""
+    app = getattr(slicer, "app", None)
+    process_events = getattr(app, "processEvents", None)
+    if process_events is not None:
+        process_events()

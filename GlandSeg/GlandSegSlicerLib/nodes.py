@@ -137,12 +137,39 @@ def add_volume_from_sitk(scene: slicer.vtkMRMLScene, image: sitk.Image, name: st
 # (b) labelmap -> segmentation node, (c) segmentation node -> labelmap
 # --------------------------------------------------------------------------------------
 
-def segmentations_logic(scene: slicer.vtkMRMLScene) -> slicer.vtkSlicerSegmentationsModuleLogic:
-    """A Segmentations logic bound to the scene: registering it installs the converter rules
-    (without them adding a segment fails with "Unable to construct empty representation")."""
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
-    return logic
+_STANDALONE_SEGMENTATIONS_LOGIC: slicer.vtkSlicerSegmentationsModuleLogic | None = None
+
+
+def _application_segmentations_logic() -> slicer.vtkSlicerSegmentationsModuleLogic | None:
+    """The Segmentations module's own logic when running inside the 3D Slicer application."""
+    modules = getattr(slicer, "modules", None)  # absent under slicer-core
+    module = getattr(modules, "segmentations", None) if modules is not None else None
+    return module.logic() if module is not None else None
+
+
+def segmentations_logic(scene: slicer.vtkMRMLScene | None = None) -> slicer.vtkSlicerSegmentationsModuleLogic:
+    """The Segmentations module logic.
+
+    In the application: the module's own (slicer.modules.segmentations.logic()). A new logic
+    given the scene would register the node classes again (a warning in the log on every
+    load) and add four more converter rules to the global factory each time.
+
+    Stand-alone (slicer-core: no application, no modules): one logic for the whole process,
+    bound once to a private empty scene if no converter rule is registered yet (that
+    registers them: without them adding a segment fails with "Unable to construct empty
+    representation"), so it keeps none of the caller's scenes alive. `scene` is accepted
+    for the callers' sake; the logic's static helpers work on any scene.
+    """
+    global _STANDALONE_SEGMENTATIONS_LOGIC
+    logic = _application_segmentations_logic()
+    if logic is not None:
+        return logic
+    if _STANDALONE_SEGMENTATIONS_LOGIC is None:
+        logic = slicer.vtkSlicerSegmentationsModuleLogic()
+        if not slicer.vtkSegmentationConverterFactory.GetInstance().GetConverterRules():
+            logic.SetMRMLScene(slicer.vtkMRMLScene())
+        _STANDALONE_SEGMENTATIONS_LOGIC = logic
+    return _STANDALONE_SEGMENTATIONS_LOGIC
 
 
 def apply_gland_metadata(segment: slicer.vtkSegment, gland: Gland) -> None:

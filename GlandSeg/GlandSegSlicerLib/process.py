@@ -1,10 +1,11 @@
 """The Slicer module's side of the `glandseg` command line: build it, run it, read it, stop it.
 
-Segmentation runs in a separate process so Slicer's GUI never waits on nnU-Net and Cancel
-can stop it at any moment. This module holds everything about that process that does not
-need Qt or MRML (command line, progress-line protocol, exit codes, process-group kill,
-dependency list), so it is tested with plain pytest and shared by the synchronous
-`GlandSegLogic.segment` (Python console) and the Widget's asynchronous QProcess.
+Segmentation and model installation run in a separate process so Slicer's GUI never waits
+on nnU-Net and Cancel can stop them at any moment. This module holds everything about that
+process that does not need Qt or MRML (command line, progress-line protocol, exit codes,
+dependency list) and `CliJob`, the command run through `runner.ProcessRun` (whole-tree
+Cancel, callbacks on the polling thread), shared by the panel (polled from a QTimer) and the
+synchronous `GlandSegLogic.segment` / `installModel` (Python console).
 
 It never imports slicer, qt or GlandSegLib's heavy parts at import time.
 """
@@ -16,14 +17,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
+
+from . import runner
 
 MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder of GlandSeg.py
 
@@ -43,10 +43,9 @@ EXIT_HINTS: dict[int, str] = {
 CANCELLED_EXIT_CODE = 130
 
 # Python packages GlandSegLib needs in Slicer's Python, as (import name, pip requirement).
-# Mirrors the `dependencies` of pyproject.toml (a test keeps the two in step). torch comes
-# first and is installed through the PyTorch extension, which picks the CUDA/CPU build
-# matching the machine; installing nnunetv2 before torch would let pip pull a multi-GB
-# CUDA build of torch on any machine.
+# Mirrors the `dependencies` of pyproject.toml (a test keeps the two in step). How and in
+# which order each is installed in Slicer (NNUNet and PyTorch extensions, pip, or Slicer's
+# own) is decided by install.install_plan, not by this order.
 REQUIREMENTS: tuple[tuple[str, str], ...] = (
     ("torch", "torch>=2.1"),
     ("numpy", "numpy>=1.24"),
@@ -105,21 +104,18 @@ def python_executable() -> str:
     return sys.executable
 
 
-# The child announces its process group before running the CLI, so Cancel can stop the CLI
-# and every worker nnU-Net spawned, even when a launcher (PythonSlicer) sits between Slicer
-# and the Python process and QProcess only knows the launcher's pid.
+# How the child runs the CLI: as `python -m GlandSegLib.cli`, but named `glandseg` in its
+# messages. The child is started in a session of its own (runner.popen_options), so on POSIX
+# the launcher, the CLI and nnU-Net's workers form one process group from the first moment.
 BOOTSTRAP = (
-    "import json, os, runpy, sys\n"
-    "if hasattr(os, 'setpgrp'):\n"
-    "    os.setpgrp()\n"
-    "    print(json.dumps({'glandseg_pgid': os.getpgrp()}), flush=True)\n"
+    "import runpy, sys\n"
     "sys.argv = ['glandseg'] + sys.argv[1:]\n"
     "runpy.run_module('GlandSegLib.cli', run_name='__main__', alter_sys=True)\n"
 )
 
 
 def launch_arguments(cli_args: Sequence[str]) -> tuple[str, list[str]]:
-    """(program, arguments) that run `glandseg <cli_args>` in its own process group."""
+    """(program, arguments) that run `glandseg <cli_args>` with Slicer's Python."""
     return python_executable(), ["-u", "-c", BOOTSTRAP, *[str(a) for a in cli_args]]
 
 
@@ -157,7 +153,7 @@ def format_box(box_lps: Sequence[float]) -> list[str]:
     if len(box_lps) != 6:
         raise ValueError("a box needs six numbers: xmin ymin zmin xmax ymax zmax (LPS mm)")
     lo, hi = box_lps[:3], box_lps[3:]
-    if any(high <= low for low, high in zip(lo, hi, strict=True)):
+    if any(high <= low for low, high in zip(lo, hi)):
         raise ValueError(f"empty box {list(box_lps)}")
     return ["--box", *[f"{float(v):.2f}" for v in box_lps]]
 
@@ -230,15 +226,14 @@ def cli_capabilities() -> Capabilities:
 class Event:
     """One stdout line, classified.
 
-    kind: "progress" (stage, fraction, message), "warning" (message), "pgid" (the child's
-    process group), "text" (anything else: shown in the log, never fatal).
+    kind: "progress" (stage, fraction, message), "warning" (message), "text" (anything
+    else: shown in the log, never fatal).
     """
 
     kind: str
     message: str = ""
     stage: str = ""
     fraction: float | None = None
-    pgid: int | None = None
 
 
 def parse_line(line: str) -> Event:
@@ -251,8 +246,6 @@ def parse_line(line: str) -> Event:
         return Event("text", text)
     if not isinstance(obj, dict):
         return Event("text", text)
-    if "glandseg_pgid" in obj:
-        return Event("pgid", pgid=int(obj["glandseg_pgid"]))
     message = str(obj.get("message", ""))
     stage = str(obj.get("stage", ""))
     if obj.get("level") == "warning":
@@ -264,23 +257,6 @@ def parse_line(line: str) -> Event:
             return Event("text", text)
         return Event("progress", message, stage, fraction)
     return Event("text", text)
-
-
-class LineBuffer:
-    """Splits a byte stream that arrives in arbitrary chunks (QProcess reads) into lines."""
-
-    def __init__(self) -> None:
-        self._pending = ""
-
-    def feed(self, chunk: bytes | str) -> list[str]:
-        text = chunk.decode("utf-8", "replace") if isinstance(chunk, (bytes, bytearray)) else chunk
-        self._pending += text.replace("\r\n", "\n")
-        *lines, self._pending = self._pending.split("\n")
-        return [ln for ln in lines if ln.strip()]
-
-    def flush(self) -> list[str]:
-        rest, self._pending = self._pending, ""
-        return [rest] if rest.strip() else []
 
 
 # `error: ...` from GlandSeg, `glandseg segment: error: ...` from argparse (usage errors)
@@ -317,35 +293,7 @@ class GlandSegRunError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------
-# Stopping the child and everything it started
-# --------------------------------------------------------------------------------------
-
-def terminate_process_group(pgid: int | None, pid: int | None = None, *, force: bool = False) -> None:
-    """Ask the CLI (and its workers) to stop: SIGTERM (the CLI exits 130), or SIGKILL.
-
-    POSIX: the whole process group announced by the bootstrap. Windows: `taskkill /T`
-    on the process tree (there is no process group signal there).
-    """
-    if os.name == "nt":
-        if pid:
-            subprocess.run(["taskkill", "/PID", str(pid), "/T"] + (["/F"] if force else []),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        return
-    sig = signal.SIGKILL if force else signal.SIGTERM
-    targets: list[Callable[[], None]] = []
-    if pgid and pgid != os.getpgrp():  # never signal our own group (Slicer itself)
-        targets.append(lambda: os.killpg(pgid, sig))
-    if pid:
-        targets.append(lambda: os.kill(pid, sig))
-    for send in targets:
-        try:
-            send()
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-# --------------------------------------------------------------------------------------
-# Running synchronously (Python console, self-test, model install)
+# Running: one job, polled (panel) or waited for (console, self-test)
 # --------------------------------------------------------------------------------------
 
 @dataclass
@@ -356,64 +304,103 @@ class RunResult:
     stderr: list[str] = field(default_factory=list)
 
 
+class CliJob:
+    """`glandseg <cli_args>` in a child process: stdout lines become Events, stderr the log.
+
+    Callbacks (`on_event`, `on_log`) run only inside `poll()` / `wait()`, on the thread that
+    calls them; Cancel and `stop()` end the CLI and every worker it started (runner).
+    """
+
+    def __init__(self, cli_args: Sequence[str], *, on_event: Callable[[Event], None] | None = None,
+                 on_log: Callable[[str], None] | None = None, env: dict[str, str] | None = None):
+        self.cli_args = [str(a) for a in cli_args]
+        self.on_event = on_event
+        self.on_log = on_log
+        self.result = RunResult(exit_code=-1)
+        program, arguments = launch_arguments(self.cli_args)
+        self.run = runner.ProcessRun([program, *arguments], env=child_environment(env), cwd=str(lib_parent()),
+                                     on_stdout=self._stdout, on_stderr=self._stderr)
+
+    def _stdout(self, line: str) -> None:
+        ev = parse_line(line)
+        if ev.kind == "warning":
+            self.result.warnings.append(ev.message)
+        self.result.log.append(line)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _stderr(self, line: str) -> None:
+        self.result.stderr.append(line)
+        self.result.log.append(line)
+        if self.on_log is not None:
+            self.on_log(line)
+
+    def start(self) -> CliJob:
+        self.run.start()
+        return self
+
+    def poll(self) -> bool:
+        done = self.run.poll()
+        if done:
+            self.result.exit_code = self.run.exit_code
+        return done
+
+    def cancel(self, grace_s: float = 10.0) -> None:
+        self.run.cancel(grace_s)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.run.stop(grace_s)
+        self.result.exit_code = self.run.exit_code if self.run.exit_code is not None else -1
+
+    @property
+    def running(self) -> bool:
+        return self.run.running
+
+    @property
+    def cancelled(self) -> bool:
+        return self.run.cancelled
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.run.exit_code
+
+    def error(self) -> GlandSegRunError | None:
+        """None after success; else the error a user reads (CLI's message, exit code, whole log)."""
+        code = self.run.exit_code
+        if code == 0:
+            return None
+        log = "\n".join(self.result.log)
+        if self.run.cancelled:
+            if self.run.timed_out:
+                return GlandSegRunError("GlandSeg did not finish in time and was stopped", -1 if code is None else code, log)
+            return GlandSegRunError("cancelled", CANCELLED_EXIT_CODE, log)
+        return GlandSegRunError(error_message(-1 if code is None else code, self.result.stderr), -1 if code is None else code, log)
+
+    def wait(self, *, timeout_s: float | None = None, cancel: threading.Event | None = None,
+             idle: Callable[[], None] | None = None, grace_s: float = 10.0) -> RunResult:
+        """Run to the end on this thread; the result, or GlandSegRunError unless it exits 0."""
+        if not self.run.proc:
+            self.start()
+        self.run.wait(timeout_s, idle=idle, should_cancel=(cancel.is_set if cancel is not None else None), grace_s=grace_s)
+        self.result.exit_code = self.run.exit_code
+        err = self.error()
+        if err is not None:
+            raise err
+        return self.result
+
+
 def run_cli(cli_args: Sequence[str], *, on_event: Callable[[Event], None] | None = None,
             cancel: threading.Event | None = None, timeout_s: float | None = None,
-            env: dict[str, str] | None = None, grace_s: float = 10.0) -> RunResult:
+            env: dict[str, str] | None = None, grace_s: float = 10.0,
+            idle: Callable[[], None] | None = None, on_log: Callable[[str], None] | None = None) -> RunResult:
     """Run `glandseg <cli_args>` and wait; raise GlandSegRunError unless it exits 0.
 
-    `cancel` (set from another thread) and `timeout_s` stop the process group the same way
-    the panel's Cancel does: SIGTERM first, SIGKILL after `grace_s`.
+    `on_event` runs on the calling thread, between reads, never on a reader thread. `cancel`
+    (set from anywhere) and `timeout_s` stop the whole process tree the way the panel's
+    Cancel does; `idle` runs between polls (Slicer: slicer.app.processEvents).
     """
-    program, arguments = launch_arguments(cli_args)
-    proc = subprocess.Popen([program, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=str(lib_parent()), env=child_environment(env), text=True,
-                            encoding="utf-8", errors="replace", bufsize=1)
-    result = RunResult(exit_code=-1)
-    pgid: list[int | None] = [None]
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            result.stderr.append(line.rstrip("\n"))
-            result.log.append(line.rstrip("\n"))
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            ev = parse_line(line)
-            if ev.kind == "pgid":
-                pgid[0] = ev.pgid
-                continue
-            if ev.kind == "warning":
-                result.warnings.append(ev.message)
-            result.log.append(line.rstrip("\n"))
-            if on_event is not None:
-                on_event(ev)
-
-    readers = [threading.Thread(target=read_stderr, daemon=True), threading.Thread(target=read_stdout, daemon=True)]
-    for t in readers:
-        t.start()
-    start = time.monotonic()
-    stop_sent: float | None = None
-    while proc.poll() is None:
-        stopping = (cancel is not None and cancel.is_set()) or (timeout_s is not None and time.monotonic() - start > timeout_s)
-        if stopping and stop_sent is None:
-            terminate_process_group(pgid[0], proc.pid)
-            stop_sent = time.monotonic()
-        elif stop_sent is not None and time.monotonic() - stop_sent > grace_s:
-            terminate_process_group(pgid[0], proc.pid, force=True)
-        time.sleep(0.05)
-    for t in readers:
-        t.join(timeout=5)
-    result.exit_code = proc.returncode
-    if proc.returncode == 0:
-        return result
-    log = "\n".join(result.log)
-    if cancel is not None and cancel.is_set():
-        raise GlandSegRunError("cancelled", CANCELLED_EXIT_CODE, log)
-    if stop_sent is not None:
-        raise GlandSegRunError(f"GlandSeg did not finish within {timeout_s:.0f} s and was stopped", proc.returncode, log)
-    raise GlandSegRunError(error_message(proc.returncode, result.stderr), proc.returncode, log)
+    job = CliJob(cli_args, on_event=on_event, on_log=on_log, env=env)
+    return job.wait(timeout_s=timeout_s, cancel=cancel, idle=idle, grace_s=grace_s)
 
 
 # --------------------------------------------------------------------------------------
@@ -472,6 +459,8 @@ def list_models() -> list[ModelEntry]:
 
 
 def missing_requirements(requirements: Iterable[tuple[str, str]] = REQUIREMENTS) -> list[tuple[str, str]]:
-    """(import name, pip requirement) of each package Python cannot find; nothing is imported."""
-    importlib.invalidate_caches()
-    return [(name, spec) for name, spec in requirements if importlib.util.find_spec(name) is None]
+    """(import name, pip requirement) of each package that is missing or outside its version
+    limits (install.unmet_requirements); nothing is imported."""
+    from . import install
+
+    return [(u.name, u.requirement) for u in install.unmet_requirements(requirements)]

@@ -9,7 +9,7 @@ import qt
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
-from GlandSegSlicerLib import nodes, process
+from GlandSegSlicerLib import nodes, process, runner
 from GlandSegSlicerLib.logic import SAMPLE_CT, GlandSegLogic, loadTerminology
 from GlandSegLib.glands import GLANDS
 
@@ -56,8 +56,18 @@ class GlandSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(logic.installDependencies(askConfirmation=False), "dependencies could not be installed")
         ct = self._sample()
         events = []
-        seg = logic.segment(ct, device="auto", progressCallback=events.append, timeoutSeconds=1800)
+        threads = set()
+
+        def onEvent(event):  # runs on the main thread: may touch widgets
+            import threading
+
+            threads.add(threading.current_thread() is threading.main_thread())
+            events.append(event)
+            slicer.util.showStatusMessage(f"GlandSeg test: {event.stage} {event.message}")
+
+        seg = logic.segment(ct, device="auto", progressCallback=onEvent, timeoutSeconds=1800)
         self.assertTrue(any(e.kind == "progress" for e in events))
+        self.assertEqual(threads, {True}, "progress callbacks must run on the main thread")
         segmentation = seg.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 6)
         self.assertEqual([segmentation.GetNthSegment(i).GetName() for i in range(6)], [g.name for g in GLANDS])
@@ -90,16 +100,20 @@ class GlandSegTest(ScriptedLoadableModuleTest):
         widget.ui.headBoxSelector.setCurrentNode(None)
         nodes_before = slicer.mrmlScene.GetNumberOfNodes()
         widget.onApplyButton()
-        self.assertIsNotNone(widget._process, "the segmentation process did not start")
+        self.assertIsNotNone(widget._job, "the segmentation process did not start")
         self.assertEqual(widget.ui.applyButton.text, "Cancel")
         timer = qt.QElapsedTimer()
         timer.start()
-        while widget._process is not None and widget.ui.progressBar.value < 5 and timer.elapsed() < 120000:
+        while widget._job is not None and widget.ui.progressBar.value < 5 and timer.elapsed() < 120000:
             slicer.app.processEvents()
+        job = widget._job
+        tree = [job.run.pid, *runner.descendants(job.run.pid)] if job is not None and not runner.WINDOWS else []
         widget.cancel()
-        while widget._process is not None and timer.elapsed() < 180000:
+        while widget._job is not None and timer.elapsed() < 180000:
             slicer.app.processEvents()
-        self.assertIsNone(widget._process, "the process did not stop after Cancel")
+        self.assertIsNone(widget._job, "the process did not stop after Cancel")
+        # the launcher, the CLI and nnU-Net's workers are all gone (Windows: check Task Manager)
+        self.assertEqual([p for p in tree if runner.is_alive(p)], [], "processes left running after Cancel")
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes_before)
         self.assertEqual(widget.ui.applyButton.text, "Segment glands")
         self.delayDisplay("cancel left the scene unchanged")
