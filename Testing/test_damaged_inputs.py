@@ -236,3 +236,15 @@ def test_prepare_skips_a_damaged_case_and_says_why(tmp_path, capsys):
     assert rc == 0
     assert "1 training, 0 hold-out, 1 skipped" in out
     assert f"pat05                skipped: {damaged}: file is truncated or corrupt (gzip stream ends early)" in out
+
+
+def test_the_slicer_module_shows_the_same_one_line_message(stored, tmp_path):
+    """The module runs the same command line and shows its error line, nothing else."""
+    sys.path.insert(0, str(REPO / "GlandSeg"))
+    from GlandSegSlicerLib import process
+
+    image_path, cut = _damaged_copy(stored, tmp_path, "ct.nii.gz", 0.3)
+    with pytest.raises(process.GlandSegRunError) as err:
+        process.run_cli(process.segment_arguments(image_path, tmp_path / "out", device="cpu"), timeout_s=300)
+    assert err.value.exit_code == 4
+    assert str(err.value) == f"{cut}: file is truncated or corrupt (gzip stream ends early)"
