@@ -10,6 +10,8 @@ storage order on purpose.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -399,3 +401,50 @@ def test_locator_finds_the_cranium_of_outline_phantoms(outline_cases, case_name,
     if field == "wholebody":
         assert ph.ct.GetSize()[2] * 5.0 == pytest.approx(1500.0, abs=10.0)
         assert (sitk.GetArrayViewFromImage(ph.ct)[0] > -400).any(axis=0).sum() >= 2  # legs at the lower end
+
+
+def test_randomised_appearance_keeps_the_anatomy_and_breaks_the_painted_boundary(outline_cases, outline_head):
+    """Appearance randomisation (for training on real-looking variety): same labels as the
+    standard phantom of the seed, other intensities; over several seeds the glands' HU spread
+    over the whole range and some glands match the muscle beside them (no edge to learn)."""
+    case = outline_cases[FULL_CASE]
+    rand = make_phantom_from_outlines(case, seed=0, appearance="randomised")
+    assert np.array_equal(sitk.GetArrayViewFromImage(rand.labels), sitk.GetArrayViewFromImage(outline_head.labels))
+    assert not np.array_equal(sitk.GetArrayViewFromImage(rand.ct), sitk.GetArrayViewFromImage(outline_head.ct))
+    assert np.array_equal(sitk.GetArrayViewFromImage(make_phantom_from_outlines(case, seed=0, appearance="randomised").ct),
+                          sitk.GetArrayViewFromImage(rand.ct))  # seeded: reproducible
+    with pytest.raises(ValueError, match="appearance"):
+        make_phantom_from_outlines(case, seed=0, appearance="pastel")
+
+
+def test_randomised_gland_intensities_cover_the_real_range():
+    from GlandSegLib.defaultmodel.phantom.tissues import (GLAND_LIKE_MUSCLE, RANDOM_GLAND_HU, draw_case, draw_outline_params,
+                                                          randomise_appearance)
+
+    gland_hu, like_muscle, halos = [], 0, []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        p, q = draw_case(rng), draw_outline_params(rng)
+        standard = {k: g["hu"] for k, g in p["glands"].items()}
+        randomise_appearance(p, q, np.random.default_rng([seed, 7]))
+        for key, g in p["glands"].items():
+            gland_hu.append(g["hu"])
+            like_muscle += abs(g["hu"] - p["hu"]["muscle"]) <= 15
+        halos.append(q["halo"])
+        assert len(standard) == len(p["glands"])
+    lo, hi = RANDOM_GLAND_HU
+    assert min(gland_hu) < lo + 20 and max(gland_hu) > hi - 20  # fatty parotids to dense submandibular glands
+    assert like_muscle / len(gland_hu) > GLAND_LIKE_MUSCLE * 0.8
+    assert min(halos) < 0.3  # some glands have no fat rim at all
+
+
+def test_training_specs_randomise_an_even_share(shared_data):
+    from GlandSegLib.defaultmodel.train_default import outline_specs
+
+    root = shared_data / "tcia-hn-labels"
+    plain = outline_specs(root, 2, seed=0)
+    half = outline_specs(root, 2, seed=0, randomised=0.5)
+    assert {s.appearance for s in plain} == {"standard"}  # the shipped recipe is unchanged
+    assert [dataclasses.replace(s, appearance="standard") for s in half] == plain
+    flags = [s.appearance == "randomised" for s in half]
+    assert sum(flags) == len(half) // 2 and flags[:4] == [False, True, False, True]

@@ -97,13 +97,16 @@ class CaseSpec:
     spacing: tuple[float, float, float] | None = None
     truncate_vertex_mm: float = 0.0
     variant: str = "lps"
+    appearance: str = "standard"  # or "randomised" (phantom.tissues.randomise_appearance)
 
 
-def outline_specs(root: Path, per_scan: int, seed: int, split: str = "test") -> list[CaseSpec]:
+def outline_specs(root: Path, per_scan: int, seed: int, split: str = "test", randomised: float = 0.0) -> list[CaseSpec]:
     """A fixed, seeded mix over the TCIA `split` scans: both raters in turn (their
     disagreement is real label noise the model should average over), fields and spacings
     in rotation, half stored plain LPS and the rest in the other storage variants, a
-    quarter of the non-whole-body fields with the vertex cut off."""
+    quarter of the non-whole-body fields with the vertex cut off. `randomised`: the share of
+    phantoms (every k-th, evenly spread) whose appearance is randomised; 0 for the shipped
+    recipes, whose case list stays what it was."""
     from GlandSegLib.defaultmodel.phantom import OUTLINE_RATERS, VARIANTS, list_outline_cases
 
     rng = np.random.default_rng(seed)
@@ -116,7 +119,8 @@ def outline_specs(root: Path, per_scan: int, seed: int, split: str = "test") -> 
             variant = "lps" if i % 2 == 0 else others[(i // 2) % len(others)]
             truncate = float(rng.integers(20, 61)) if (i % 4 == 3 and field != "wholebody") else 0.0
             specs.append(CaseSpec(f"tcia_{case_dir.name}_{j}", "outline", str(case_dir), OUTLINE_RATERS[(s + j) % 2],
-                                  int(rng.integers(0, 2**31 - 1)), field, spacing, truncate, variant))
+                                  int(rng.integers(0, 2**31 - 1)), field, spacing, truncate, variant,
+                                  "randomised" if int((i + 1) * randomised) > int(i * randomised) else "standard"))
     return specs
 
 
@@ -139,7 +143,7 @@ def _render(spec: CaseSpec) -> tuple[sitk.Image, sitk.Image]:
     from GlandSegLib.defaultmodel.phantom import make_phantom_from_outlines, reorient
 
     ph = make_phantom_from_outlines(spec.path, spec.rater, spec.seed, field=spec.field, spacing=spec.spacing,
-                                    truncate_vertex_mm=spec.truncate_vertex_mm)
+                                    truncate_vertex_mm=spec.truncate_vertex_mm, appearance=spec.appearance)
     return reorient(ph.ct, spec.variant, is_label=False), reorient(ph.labels, spec.variant, is_label=True)
 
 
@@ -158,7 +162,8 @@ def prepare_case(spec: CaseSpec, crop_spacing: Sequence[float]) -> tuple[str, si
     info = {"case_id": spec.case_id, "source": spec.source, "path": Path(spec.path).name}
     if spec.source == "outline":
         info.update({"rater": spec.rater, "field": spec.field, "spacing": list(spec.spacing or ()),
-                     "variant": spec.variant, "truncate_vertex_mm": spec.truncate_vertex_mm, "seed": spec.seed})
+                     "variant": spec.variant, "truncate_vertex_mm": spec.truncate_vertex_mm, "seed": spec.seed,
+                     "appearance": spec.appearance})
     try:
         box = locate_head(ct)
     except NoHeadError as exc:
@@ -268,6 +273,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--outlines", type=Path, default=None,
                     help="tcia-hn-labels folder (phantoms from its `test` split; `validation` is held out)")
     ap.add_argument("--phantoms-per-scan", type=int, default=PHANTOMS_PER_SCAN)
+    ap.add_argument("--randomise-appearance", type=float, default=0.0, metavar="SHARE",
+                    help="share of phantoms with randomised tissue and gland intensities (0-1; default 0: the shipped recipe)")
     ap.add_argument("--openkbp", type=Path, default=None, help="OpenKBP train-pats folder (real CT, parotids)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N cases of each source (quick runs)")
     ap.add_argument("--init", default=None,
@@ -295,13 +302,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("give --outlines and/or --openkbp")
     if a.phantoms_per_scan < 1:
         ap.error("--phantoms-per-scan must be at least 1")
+    if not 0.0 <= a.randomise_appearance <= 1.0:
+        ap.error("--randomise-appearance is a share between 0 and 1")
     return a
 
 
 def all_specs(args: argparse.Namespace) -> list[CaseSpec]:
     specs: list[CaseSpec] = []
     if args.outlines is not None:
-        specs += outline_specs(args.outlines, args.phantoms_per_scan, args.seed)[: args.limit]
+        specs += outline_specs(args.outlines, args.phantoms_per_scan, args.seed,
+                               randomised=args.randomise_appearance)[: args.limit]
     if args.openkbp is not None:
         specs += openkbp_specs(args.openkbp)[: args.limit]
     return specs

@@ -24,8 +24,11 @@ from GlandSegLib.defaultmodel.phantom.skull import (cranium, face_bones, mandibl
                                                     temporal_bones, vertebrae)
 from GlandSegLib.defaultmodel.phantom.soft_tissue import (airway, chewing_muscles, envelope, fat_pads, gland_fat,
                                                           neck_muscles, nose_and_lips, temporalis, tongue)
-from GlandSegLib.defaultmodel.phantom.tissues import draw_case, draw_outline_params, draw_pockets
+from GlandSegLib.defaultmodel.phantom.tissues import (APPEARANCES, draw_case, draw_outline_params, draw_pockets,
+                                                      randomise_appearance)
 from GlandSegLib.glands import BY_LABEL, LABELS
+
+APPEARANCE_STREAM = 7  # seeds the appearance draws apart from the case's own stream
 
 
 def _brain(blk: Block, o: Outlines, A: Anatomy, hu: dict) -> None:
@@ -147,7 +150,7 @@ def _block_extent(o: Outlines, zb: float, origin: np.ndarray, out_hi: np.ndarray
 def make_phantom_from_outlines(case_dir: str | Path, rater: str = "oncologist", seed: int = 0, *, field: str = "head",
                                spacing: tuple[float, float, float] | None = None, size_xy: int | None = None,
                                length_mm: float | None = None, truncate_vertex_mm: float = 0.0,
-                               variation: bool = True) -> Phantom:
+                               variation: bool = True, appearance: str = "standard") -> Phantom:
     """A synthetic CT around one rater's real outlines of one TCIA scan (see list_outline_cases).
 
     The glands are the expert's voxels: with spacing=None the grid is the source lattice and
@@ -160,16 +163,22 @@ def make_phantom_from_outlines(case_dir: str | Path, rater: str = "oncologist", 
     "headneck" and "wholebody". The head field grows beyond 240 mm where a head (or a jutting chin) needs it,
     and every field reaches 15 mm below the lowest gland unless length_mm is given. The seed
     varies tissue HU, noise, blur, thicknesses, teeth and the field of view, never the
-    anatomy. Same seed -> byte-identical arrays.
+    anatomy. Same seed -> byte-identical arrays. appearance="randomised" redraws tissue and
+    gland intensities, the fat rim, noise and blur over wide ranges (tissues.randomise_appearance)
+    while the labels stay those of the standard phantom of the same seed.
     """
     if field not in FIELDS:
         raise ValueError(f"field must be one of {sorted(FIELDS)}, not {field!r}")
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {APPEARANCES}, not {appearance!r}")
     o = read_outlines(outline_folder(case_dir, rater))
     A = Anatomy(o)
     rng = np.random.default_rng(seed)
     p = draw_case(rng if variation else None)
     q = draw_outline_params(rng if variation else None)
     p["pockets"] = draw_pockets(rng)
+    if appearance == "randomised":
+        randomise_appearance(p, q, np.random.default_rng([seed, APPEARANCE_STREAM]))
     same = spacing is None
     sp = o.spacing.copy() if same else np.array(spacing, float)
     if A.brain_cut:  # the scan itself stops inside the skull: its top is the phantom's top

@@ -70,3 +70,36 @@ def draw_outline_params(rng: np.random.Generator | None) -> dict:
     q["missing"] = rng.uniform(size=(2, 29)) < 0.12 if rng else np.zeros((2, 29), bool)  # lower, upper teeth
     q["hu"] = {k: int(round(m + (rng.normal(0, sd) if rng else 0))) for k, (m, sd) in _HU_OUTLINE.items()}
     return q
+
+
+APPEARANCES = ("standard", "randomised")
+# Ranges for appearance randomisation: wide enough to hold every real CT we know of (fatty
+# parotids near fat, submandibular glands brighter than muscle), deliberately not fitted to
+# any one scan.
+RANDOM_GLAND_HU = (-60.0, 110.0)
+RANDOM_TISSUE_HU = {"fat": (-130.0, -30.0), "soft": (0.0, 80.0), "muscle": (20.0, 90.0), "tongue": (30.0, 100.0)}
+GLAND_LIKE_MUSCLE = 0.3  # share of glands drawn as bright as the muscle beside them: no edge to find
+
+
+def randomise_appearance(p: dict, q: dict, rng: np.random.Generator) -> None:
+    """Redraw how a case looks, never where anything is (SynthSeg's idea: Billot et al., Med
+    Image Anal 2023). In the standard phantoms every gland has a narrow HU range and a fat
+    rim, a boundary real CT does not have; a network trained on them finds the painted edge
+    instead of the gland. Here each gland's HU is drawn independently over the whole range
+    real glands show, a third of them equal to the muscle beside them, the fat rim may vanish,
+    and noise and blur vary more, so only shape and position tell a gland apart.
+
+    Uses its own generator (the caller passes one seeded apart from the case's), so the
+    standard draws, and with them the anatomy and the labels, stay the same for a seed."""
+    hu = p["hu"]
+    for tissue, (lo, hi) in RANDOM_TISSUE_HU.items():
+        hu[tissue] = int(round(rng.uniform(lo, hi)))
+    for key in sorted(p["glands"]):
+        g = p["glands"][key]
+        if rng.uniform() < GLAND_LIKE_MUSCLE:
+            g["hu"] = int(round(hu["muscle"] + rng.normal(0, 5)))
+        else:
+            g["hu"] = int(round(rng.uniform(*RANDOM_GLAND_HU)))
+    q["halo"] = float(rng.uniform(0.0, 3.5))
+    p["noise"] = float(rng.uniform(5.0, 40.0))
+    p["blur"] = float(rng.uniform(0.5, 1.5))
