@@ -14,13 +14,22 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 def write_ct_series(image: sitk.Image, folder: Path, *, series_uid: str | None = None, modality: str = "CT",
                     patient_name: str = "Test^Patient", description: str = "test CT", study_uid: str | None = None,
                     skip_slices: tuple[int, ...] = (), duplicate_slice: int | None = None,
-                    tilt_mm_per_slice: float = 0.0) -> str:
-    """`tilt_mm_per_slice` shifts each slice along y, as a gantry-tilted acquisition does."""
+                    tilt_mm_per_slice: float = 0.0, pixel_representation: int = 1, rescale_intercept: float = 0.0,
+                    rescale_slope: float = 1.0, bits_stored: int = 16) -> str:
+    """`tilt_mm_per_slice` shifts each slice along y, as a gantry-tilted acquisition does.
+
+    The pixels are stored as scanners store them: stored = (HU - rescale_intercept) / rescale_slope,
+    unsigned (pixel_representation 0) or signed (1), in `bits_stored` bits."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
     study_uid = study_uid or generate_uid()
     frame_uid = generate_uid()
     arr = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkInt16))
+    stored = (arr.astype(np.float64) - rescale_intercept) / rescale_slope
+    lo, hi = (0, 2**bits_stored - 1) if pixel_representation == 0 else (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1)
+    if not np.allclose(stored, np.round(stored)) or stored.min() < lo or stored.max() > hi:
+        raise ValueError("these HU values cannot be stored with this intercept, slope and pixel representation")
+    stored = np.round(stored).astype(np.uint16 if pixel_representation == 0 else np.int16)
     d = np.array(image.GetDirection()).reshape(3, 3)
     sx, sy, sz = image.GetSpacing()
     iop = [*d[:, 0], *d[:, 1]]
@@ -54,11 +63,11 @@ def write_ct_series(image: sitk.Image, folder: Path, *, series_uid: str | None =
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = 0
-        ds.RescaleSlope = 1
-        ds.PixelData = arr[k].astype(np.int16).tobytes()
+        ds.BitsStored = bits_stored
+        ds.HighBit = bits_stored - 1
+        ds.PixelRepresentation = pixel_representation
+        ds.RescaleIntercept = rescale_intercept
+        ds.RescaleSlope = rescale_slope
+        ds.PixelData = stored[k].tobytes()
         ds.save_as(folder / f"{n:04d}.dcm", enforce_file_format=True)
     return series_uid

@@ -37,9 +37,16 @@ def _sha(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sample") / "out"
+    """One real run on the sample, with an uptake image whose value everywhere is known (a
+    linear ramp in LPS mm, on a coarser grid of its own, as a SPECT would come)."""
+    from stats_helpers import uptake_image
+
+    root = tmp_path_factory.mktemp("sample")
+    out = root / "out"
+    uptake = root / "spect_ramp.nii.gz"
+    sitk.WriteImage(uptake_image(sitk.ReadImage(str(SAMPLE_LABELS)), spacing=(4.42, 4.42, 3.27)), str(uptake))
     before = _sha(SAMPLE)
-    proc = glandseg("segment", str(SAMPLE), "-o", str(out), "--device", "cpu", "--progress", "json")
+    proc = glandseg("segment", str(SAMPLE), "-o", str(out), "--device", "cpu", "--progress", "json", "--uptake", str(uptake))
     assert _sha(SAMPLE) == before, "the input was modified"
     return proc, out
 
@@ -67,15 +74,16 @@ def test_labelmap_is_on_the_input_grid_and_matches_the_known_glands(sample_run):
 
 
 def test_report_has_every_gland_with_statistics_and_no_swap(sample_run):
-    _, out = sample_run
+    proc, out = sample_run
     report = json.loads((out / "report.json").read_text())
     assert [g["label"] for g in report["glands"]] == [1, 2, 3, 4, 5, 6]
     for row in report["glands"]:
-        assert row["laterality_ok"], row
-        if row["voxels"]:
-            assert row["volume_ml"] > 0 and -200 < row["hu_mean"] < 200
-        else:
-            assert any("not found" in w for w in row["warnings"])
+        assert row["laterality_ok"] and not [w for w in row["warnings"] if "swap" in w], row
+        # the sample's glands are all in view and plausible: each is found, with a confidence and the experts' range
+        assert row["status"] == "found" and row["voxels"] and row["status_reason"] == "", row
+        assert 0 <= row["confidence"] <= 1 and row["expert_volume_ml"]["p5"] < row["expert_volume_ml"]["p95"]
+    assert sorted(report["review_order"]) == [1, 2, 3, 4, 5, 6]
+    assert not [line for line in proc.stdout.splitlines() if "swap" in line]  # nor on the JSON progress stream
     by = {r["label"]: r for r in report["glands"]}
     assert by[3]["voxels"] and by[4]["voxels"]
     for right, left in ((1, 2), (3, 4), (5, 6)):
@@ -114,8 +122,8 @@ def _write(img: sitk.Image, path: Path) -> Path:
 @pytest.mark.parametrize("case,code,message", [
     ("missing", 3, "no such file"),
     ("empty_dir", 4, "no DICOM series"),
-    ("corrupt_dicom", 4, ""),
-    ("junk_nifti", 4, "cannot read"),
+    ("corrupt_dicom", 4, "DICOM"),
+    ("junk_nifti", 4, "not a compressed NIfTI file"),
     ("image_2d", 4, "3D"),
     ("mr_like", 4, "do not look like a CT"),
     ("no_head", 6, "no head"),
@@ -165,6 +173,8 @@ def test_bad_input_gets_one_line_and_a_distinct_exit_code(tmp_path, case, code, 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message.lower() in lines[0].lower()
+    if case in ("empty_dir", "corrupt_dicom", "junk_nifti", "image_2d", "mr_like"):
+        assert str(path) in lines[0]  # the message names what was refused
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "report.json").exists()
 
@@ -180,9 +190,13 @@ def dicom_sample(tmp_path_factory):
 
 @pytest.mark.parametrize("keep", [False, True])
 def test_reports_carry_no_patient_identifiers_unless_asked(dicom_sample, tmp_path, keep):
+    """(The run without identifiers also writes DICOM SEG and RTSTRUCT: checked voxel for voxel below.)"""
     out = tmp_path / "out"
-    proc = glandseg("segment", str(dicom_sample), "-o", str(out), "--device", "cpu", *(["--keep-identifiers"] if keep else []))
+    proc = glandseg("segment", str(dicom_sample), "-o", str(out), "--device", "cpu",
+                    *(["--keep-identifiers"] if keep else ["--dicom-out"]))
     assert proc.returncode == 0, proc.stderr
+    if not keep:
+        _assert_dicom_results_hold_the_labelmap(out, dicom_sample)
     texts = [(out / "report.json").read_text(), (out / "report.csv").read_text(), proc.stdout, proc.stderr]
     found = [any(s in t for t in texts) for s in ("Doe", "19500101")]
     assert found == [keep, keep]
@@ -191,6 +205,37 @@ def test_reports_carry_no_patient_identifiers_unless_asked(dicom_sample, tmp_pat
     lab = sitk.ReadImage(str(out / "glands_labelmap.nii.gz"))
     ct = sitk.ReadImage(str(SAMPLE))
     assert np.allclose(lab.GetOrigin(), ct.GetOrigin(), atol=1e-3) and lab.GetSize() == ct.GetSize()
+
+
+def _assert_dicom_results_hold_the_labelmap(out: Path, dicom_folder: Path) -> None:
+    """Not only the references: the SEG's frames, put back on the CT's slices, and the RTSTRUCT's
+    contours, rasterised on the CT grid, are the run's own label map, voxel for voxel."""
+    import highdicom as hd
+    import pydicom
+
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.io.rtstruct import rasterize, read_rtstruct
+
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "glands_labelmap.nii.gz")))
+    assert (lab > 0).any()
+    ct = read_ct(dicom_folder)
+    uids = [None] * lab.shape[0]
+    for f in ct.series.files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        k = ct.image.TransformPhysicalPointToContinuousIndex([float(v) for v in ds.ImagePositionPatient])[2]
+        assert abs(k - round(k)) < 1e-3
+        uids[int(round(k))] = ds.SOPInstanceUID
+    seg = hd.seg.segread(out / "glands_seg.dcm")
+    pixels = seg.get_pixels_by_source_instance(uids, combine_segments=True, assert_missing_frames_are_empty=True)
+    got = np.zeros(pixels.shape, np.uint8)
+    for segment in seg.SegmentSequence:
+        got[pixels == segment.SegmentNumber] = next(g.label for g in GLANDS if g.name == segment.SegmentLabel)
+    assert np.array_equal(got, lab)
+    rois = read_rtstruct(out / "glands_rtstruct.dcm").rois
+    assert {r.number for r in rois if r.contours} == {int(v) for v in np.unique(lab) if v}
+    for roi in rois:
+        mask, _ = rasterize(roi.contours, ct.image)
+        assert np.array_equal(mask, lab == roi.number), roi.name
 
 
 def test_phantom_around_real_outlines_keeps_the_raters_glands(tmp_path, shared_data):
@@ -206,6 +251,33 @@ def test_phantom_around_real_outlines_keeps_the_raters_glands(tmp_path, shared_d
     assert written.GetDirection() == pytest.approx(direct.GetDirection())
     bad = glandseg("phantom", "--outlines", str(case), "--variant", "sideways", "-o", str(tmp_path / "x"))
     assert bad.returncode == 4 and "--variant" in bad.stderr
+
+
+SIGTERM_PROBE = """
+import contextlib, io, multiprocessing, time
+from GlandSegLib.cli import main
+if __name__ == "__main__":
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["models"])  # installs the command's SIGTERM handler (Cancel in Slicer), as every command does
+    p = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    p.start()
+    time.sleep(0.5)
+    p.terminate()  # how nnU-Net's planning and preprocessing pools end their workers
+    p.join(20)
+    print(p.exitcode)
+"""
+
+
+def test_a_forked_worker_still_dies_on_sigterm(tmp_path):
+    """Cancel raises CancelledError in the command's own process only. A worker forked from it
+    (nnU-Net's pools in prepare/train) inherits the handler; raising there instead of dying
+    leaves tracebacks and can leave the pool's queue lock held: the pool then hangs."""
+    script = tmp_path / "probe.py"
+    script.write_text(SIGTERM_PROBE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "-15" and "CancelledError" not in proc.stderr, (proc.stdout, proc.stderr)
 
 
 def test_models_lists_the_shipped_model_with_its_lacrimal_stage():

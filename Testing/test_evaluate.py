@@ -40,6 +40,7 @@ def test_identical_maps_agree_perfectly():
     for r in rows:
         assert r["dice"] == 1.0 and r["hd95_mm"] == 0.0 and r["surface_dice"] == 1.0
         assert r["volume_error_percent"] == 0.0 and r["swapped"] is False
+        assert r["apl_mm"] == 0.0  # nothing to redraw
         assert r["tolerance_mm"] == SURFACE_TOLERANCE_MM[GLANDS[r["label"] - 1].organ]
 
 
@@ -55,6 +56,23 @@ def test_a_shift_by_one_slice_gives_the_expected_numbers():
     assert q["dice"] == pytest.approx(0.8)
     far = {r["gland"]: r for r in evaluate_case("c1", image(np.roll(ref, 2, axis=0)), image(ref))}
     assert far["parotid_r"]["surface_dice"] < 1.0 and far["parotid_r"]["hd95_mm"] == pytest.approx(4.0)
+
+
+def test_added_path_length_is_the_outline_to_redraw():
+    """Prediction one slice (2 mm) too high: to correct it into the reference a user draws the
+    reference's bottom slice anew (its whole 12 x 12 pixel outline at 1.5 mm: 72 mm less the
+    four corners the iso-line cuts) and erases the top one (which adds nothing)."""
+    ref = reference()
+    rows = {r["gland"]: r for r in evaluate_case("c1", image(np.roll(ref, 1, axis=0)), image(ref))}
+    outline = 4 * 12 * 1.5 - 4 * (1.5 - np.hypot(0.75, 0.75))
+    for g in GLANDS:
+        assert rows[g.key]["apl_mm"] == pytest.approx(outline, abs=0.1), g.key  # 70.2 mm
+    empty = ref.copy()
+    empty[ref == 5] = 0
+    rows = {r["gland"]: r for r in evaluate_case("c1", image(empty), image(empty))}
+    assert rows["submandibular_r"]["apl_mm"] is None and rows["submandibular_r"]["dice"] is None  # neither has it
+    missed = {r["gland"]: r for r in evaluate_case("c1", image(empty), image(ref))}["submandibular_r"]
+    assert missed["apl_mm"] == pytest.approx(5 * outline, abs=0.5)  # a gland the model missed: all five slices drawn
 
 
 def test_left_right_swaps_are_flagged():
@@ -113,9 +131,12 @@ def test_folders_are_matched_by_case_id_and_reports_written(tmp_path):
     assert result.unmatched["reference_only"] == ["only_ref"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUT_FILES)
     lines = (tmp_path / "out" / "metrics.csv").read_text().strip().splitlines()
-    assert len(lines) == 1 + 2 * 6 and "hu_mean_pred" in lines[0]
+    assert len(lines) == 1 + 2 * 6 and "hu_mean_pred" in lines[0] and "apl_mm" in lines[0].split(",")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["glands"]["Parotid_R"]["dice"]["n"] == 2
+    assert summary["glands"]["Parotid_R"]["apl_mm"]["n"] == 2  # case a: 0 mm, case b: one slice to redraw, 70.2 mm
+    assert summary["glands"]["Parotid_R"]["apl_mm"]["median"] == pytest.approx(70.2 / 2, abs=0.1)
+    assert "APL mm median" in (tmp_path / "out" / "report.html").read_text()
     assert summary["glands"]["Parotid_R"]["dice"]["median"] == pytest.approx(0.9)
     assert (tmp_path / "out" / "boxplots.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Parotid_R" in (tmp_path / "out" / "report.html").read_text()

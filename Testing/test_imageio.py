@@ -53,6 +53,33 @@ def test_dicom_series_reads_with_lps_geometry(tmp_path):
     assert np.array_equal(sitk.GetArrayViewFromImage(loaded.image), sitk.GetArrayViewFromImage(img))
 
 
+@pytest.mark.parametrize("representation,intercept,slope,bits", [
+    (0, -1024.0, 1.0, 12),  # unsigned 12-bit, the most common scanner storage
+    (0, -1000.0, 1.0, 16),  # unsigned, another intercept
+    (1, -1024.0, 1.0, 16),  # signed, shifted
+    (1, -3000.0, 1.0, 16),  # signed, a large intercept
+    (0, -1024.0, 0.5, 16),  # a slope: HU = stored / 2 - 1024
+])
+def test_dicom_rescale_and_pixel_representation_give_the_same_hu(tmp_path, representation, intercept, slope, bits):
+    """Scanners store CT pixels unsigned or signed with their own intercept (and sometimes a
+    slope); every combination must read back as the same Hounsfield units, air to bone."""
+    img = _ct()
+    a = sitk.GetArrayFromImage(img)
+    a[0, 0, :4] = [-1000, 0, 1, 3071]  # air, water, one HU, the top of the HU range
+    img2 = sitk.GetImageFromArray(a)
+    img2.CopyInformation(img)
+    write_ct_series(img2, tmp_path / "dcm", pixel_representation=representation, rescale_intercept=intercept,
+                    rescale_slope=slope, bits_stored=bits)
+    import pydicom
+
+    first = pydicom.dcmread(sorted((tmp_path / "dcm").iterdir())[0])
+    assert (first.PixelRepresentation, float(first.RescaleIntercept), float(first.RescaleSlope)) == (representation, intercept, slope)
+    assert int(first.pixel_array.min()) >= 0 or representation == 1  # truly stored unsigned
+    loaded = read_ct(tmp_path / "dcm")
+    assert loaded.image.GetPixelID() == sitk.sitkInt16
+    assert np.array_equal(sitk.GetArrayViewFromImage(loaded.image), a)
+
+
 def test_several_ct_series_need_a_choice(tmp_path):
     img = _ct()
     a = write_ct_series(img, tmp_path / "study" / "a", description="soft tissue")
@@ -80,10 +107,25 @@ def test_inconsistent_dicom_slices_are_refused(tmp_path, kind):
         read_ct(tmp_path / "bad")
 
 
-def test_gantry_tilt_is_refused(tmp_path):
-    write_ct_series(_ct(), tmp_path / "tilt", tilt_mm_per_slice=0.9)
-    with pytest.raises(InvalidInputError, match="gantry tilt"):
-        read_ct(tmp_path / "tilt")
+def test_gantry_tilt_is_read_onto_a_regular_grid(tmp_path):
+    """A sheared series (0.9 mm along y per 2.5 mm slice) is regularised, not refused: slice k
+    keeps its pixels, moved 0.75 pixel per slice within its plane onto a grid that covers all
+    slices; the tilt and a warning come with it (Testing/test_tilted_dicom.py: real CTs)."""
+    img = _ct()
+    write_ct_series(img, tmp_path / "tilt", tilt_mm_per_slice=0.9)
+    loaded = read_ct(tmp_path / "tilt")
+    assert loaded.tilt_deg == pytest.approx(np.degrees(np.arctan(0.9 / 2.5)), abs=1e-9)
+    assert len(loaded.warnings) == 1 and "gantry-tilted" in loaded.warnings[0]
+    reg = loaded.image
+    assert reg.GetSize() == (32, 28 + 9, 12)  # 11 slices x 0.75 pixel = 8.25 more rows, rounded up
+    assert np.allclose(reg.GetOrigin(), img.GetOrigin()) and np.allclose(reg.GetSpacing(), img.GetSpacing())
+    a, got = sitk.GetArrayFromImage(img), sitk.GetArrayFromImage(reg)
+    assert np.array_equal(got[0, :28], a[0])  # slice 0 is where the series starts: not moved
+    k = 4  # 3 whole pixels: an exact copy, 3.6 mm further along y
+    assert np.array_equal(got[k, 3:31], a[k])
+    write_ct_series(img, tmp_path / "plain")
+    plain = read_ct(tmp_path / "plain")
+    assert plain.tilt_deg is None and plain.warnings == []
 
 
 def test_bad_inputs_get_one_line_errors(tmp_path):

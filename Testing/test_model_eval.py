@@ -61,7 +61,7 @@ def _rater_dice(split: Path, scan: str) -> dict[str, float]:
     for g in GLANDS:
         masks = []
         for rater in ("oncologist", "radiographer"):
-            files = [f for sep in "-_" for f in (split / rater / scan).glob(f"{names[g.organ]}{sep}{g.side}t.nrrd")]
+            files = [f for sep in "-_" for f in (split / rater / scan).rglob(f"{names[g.organ]}{sep}{g.side}t.nrrd")]
             masks.append(sitk.GetArrayFromImage(sitk.ReadImage(str(files[0]))) > 0 if files else None)
         present = [m for m in masks if m is not None]
         if not present:

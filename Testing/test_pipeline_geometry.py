@@ -54,22 +54,33 @@ def results(predictor, phantom, tmp_path_factory):
     return out
 
 
-def _held_out_dice() -> dict[str, float]:
-    import json
-
-    ev = json.loads((load_model_info(None).folder / "evaluation.json").read_text())
-    return {k: v["dice_median"] or 0.0 for k, v in ev["heldout_phantoms"]["summary"].items()}
-
-
 def _found(labels: sitk.Image) -> list:
     arr = sitk.GetArrayFromImage(labels)
     return [g for g in GLANDS if (arr == g.label).sum() > 0]
 
 
-def test_the_reference_result_finds_the_parotids(results):
-    """What the shipped model finds; the checks below compare every gland it finds."""
+# What these bounds protect: the pipeline's geometry. The same anatomy stored differently
+# must give the same glands in physical space, whatever the model. They are fixed numbers,
+# not the model's own evaluation:
+# * lossless storage (RAS, flipped, permuted, feet-first) holds the very same voxels: the
+#   model sees the same crop, and the result must be the same (measured: Dice 1.000 for
+#   every gland, glandseg-v3, tile step 0.5).
+# * oblique (10 degrees) and anisotropic (0.7 x 0.7 x 3 mm) storage re-interpolate the CT
+#   itself, so the crop differs slightly and so may the boundary. Measured with glandseg-v3,
+#   tile step 0.5, on CPU: oblique lacrimal R/L 0.892/0.876, parotid 0.962/0.956,
+#   submandibular 0.934/0.945; anisotropic lacrimal 0.882/0.877, parotid 0.958/0.958,
+#   submandibular 0.936/0.939. A geometry error breaks 0.85: the reference result moved by
+#   1 mm gives lacrimal Dice 0.74-0.76 (2 mm: parotid 0.86-0.87, submandibular 0.81-0.83).
+# A model that misses this bound is a model whose result depends on how a scan is stored:
+# report it, do not lower the bound.
+LOSSLESS_DICE = 0.99
+REINTERPOLATED_DICE = 0.85
+
+
+def test_the_reference_result_finds_every_gland(results):
+    """Every gland is compared below, so every gland must be there to compare."""
     found = {g.key for g in _found(results["lps"])}
-    assert {"parotid_r", "parotid_l"} <= found, found
+    assert found == {g.key for g in GLANDS}, found
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "lps"])
@@ -77,21 +88,13 @@ def test_variants_agree_in_physical_space(results, variant):
     ref = results["lps"]
     on_ref = sitk.GetArrayFromImage(resample_to(results[variant], ref, is_label=True))
     ref_arr = sitk.GetArrayFromImage(ref)
-    held_out = _held_out_dice()
-    reinterpolated = variant in ("oblique10", "anisotropic")
-    for g in _found(ref):
+    floor = REINTERPOLATED_DICE if variant in ("oblique10", "anisotropic") else LOSSLESS_DICE
+    low = {}
+    for g in GLANDS:
         d = dice(on_ref == g.label, ref_arr == g.label)
-        # Lossless variants hold the same voxels: 0.95 for every gland the model has learned
-        # (held-out Dice >= 0.75 in its evaluation.json). Oblique and anisotropic variants
-        # re-interpolate the CT itself, and a gland the model knows less well moves with that
-        # (measured with glandseg-v2 at tile step 0.75: right submandibular at 0.76 on both,
-        # left submandibular 0.88-0.89, the parotids >= 0.90), which measures the model, not
-        # the geometry: the laterality test below still holds for every gland.
-        if reinterpolated:
-            floor = 0.85 if held_out.get(g.key, 0.0) >= 0.80 else 0.7
-        else:
-            floor = 0.95 if held_out.get(g.key, 0.0) >= 0.75 else 0.7
-        assert d is not None and d >= floor, f"{variant} {g.name}: Dice {d:.3f}"
+        if d is None or d < floor:
+            low[g.key] = d
+    assert not low, f"{variant}: Dice below {floor} against the LPS result: {low}"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -1,8 +1,8 @@
 """glands.seg.nrrd opens in Slicer's MRML (slicer-core) as six named, coloured, coded segments."""
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
+from conftest import require
 
 from GlandSegLib.glands import GLANDS
 from GlandSegLib.io.segfile import write_seg_nrrd
@@ -20,7 +20,7 @@ def _labels():
 
 
 def test_seg_nrrd_reads_back_in_slicer_mrml(tmp_path):
-    slicer = pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML for Python) not installed")
+    slicer = require("slicer", "slicer-core (Slicer's MRML for Python)")
     import vtk
 
     path = tmp_path / "glands.seg.nrrd"
@@ -47,7 +47,7 @@ def test_seg_nrrd_reads_back_in_slicer_mrml(tmp_path):
 
 
 def test_seg_nrrd_voxels_and_geometry_read_back_with_slicerio(tmp_path):
-    slicerio = pytest.importorskip("slicerio")
+    slicerio = require("slicerio")
     img = _labels()
     path = tmp_path / "glands.seg.nrrd"
     write_seg_nrrd(img, path)

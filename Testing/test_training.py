@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from GlandSegLib.glands import GLANDS, IGNORE_LABEL
 from GlandSegLib.training.nnunet_env import FOLDER_VARIABLES, NnUNetFolders, nnunet_environment
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET_ID = 987
 # anisotropic on purpose, and a non-cubic patch: catches any (x, y, z) / (z, y, x) mix-up
 SPACING_XYZ = (2.0, 2.0, 3.0)
@@ -63,7 +64,6 @@ def pipeline(tmp_path_factory):
     from GlandSegLib.training.planning import plan_and_preprocess
     from GlandSegLib.training.trainer import train
 
-    torchvision_before = "torchvision" in sys.modules
     env_before = {k: os.environ.get(k) for k in FOLDER_VARIABLES}
     work = tmp_path_factory.mktemp("nnunet_work")
     folders = NnUNetFolders.under(work)
@@ -92,7 +92,7 @@ def pipeline(tmp_path_factory):
                            initial_weights=dest / "fold_all" / "checkpoint_final.pth")
     return types.SimpleNamespace(raw=raw, plan=plan, first=first, resumed=resumed, tuned=tuned, dest=dest, lines=lines,
                                  resumed_weights=resumed_weights,
-                                 folders=folders, torchvision_before=torchvision_before, env_before=env_before)
+                                 folders=folders, env_before=env_before)
 
 
 def test_raw_dataset_layout_and_labels(pipeline):
@@ -231,11 +231,55 @@ def test_export_detects_tampering_and_refuses_overwrite(pipeline, tmp_path):
         export_model(pipeline.resumed.output_folder, pipeline.dest, "again")
 
 
-def test_torchvision_never_imported(pipeline):
-    if pipeline.torchvision_before:
-        pytest.skip("another test imported torchvision before the training pipeline ran")
-    assert "torchvision" not in sys.modules
-    assert "timm" not in sys.modules
+TORCHVISION_PROBE = """
+import importlib.abc, json, sys
+attempts = []
+class Watch(importlib.abc.MetaPathFinder):  # records every attempt, even one that fails
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torchvision", "timm"):
+            attempts.append(name)
+        return None
+sys.meta_path.insert(0, Watch())
+if __name__ == "__main__":
+    import numpy as np, SimpleITK as sitk
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.inference import GlandPredictor
+    from GlandSegLib.training.nnunet_env import NnUNetFolders
+    from GlandSegLib.training.trainer import train
+    work, dataset_id, model = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    result = train(dataset_id, "3d_compact", "all", epochs=1, iterations_per_epoch=1, device="cpu",
+                   progress=lambda m: None, folders=NnUNetFolders.under(work), torch_threads=1)
+    info = load_model_info(model)
+    crop = sitk.GetImageFromArray(np.zeros(info.patch_size, np.float32))
+    crop.SetSpacing(info.spacing_xyz)
+    probs = GlandPredictor(info, "cpu").predict_probabilities(crop)
+    print(json.dumps({"attempts": sorted(set(attempts)), "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torchvision", "timm")),
+                      "trained": result.checkpoint.is_file(), "labels": sorted(probs)}))
+"""
+
+
+def test_torchvision_never_imported(pipeline, tmp_path):
+    """Training and inference never import torchvision or timm (see GlandSegLib.training.trainer).
+    Checked in a fresh interpreter, so no other test's imports can hide an import or skip the
+    check: one more short training on this module's preprocessed data, and inference of the
+    exported model, while an import hook records every attempt, even one that fails."""
+    import subprocess
+
+    work = NnUNetFolders.under(tmp_path / "probe")
+    shutil.copytree(pipeline.folders.raw, work.raw)
+    shutil.copytree(pipeline.folders.preprocessed, work.preprocessed)
+    script = tmp_path / "probe.py"
+    script.write_text(TORCHVISION_PROBE)
+    env = dict(os.environ, nnUNet_n_proc_DA="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    for k in FOLDER_VARIABLES:
+        env.pop(k, None)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "probe"), str(DATASET_ID), str(pipeline.dest)],
+                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["trained"] and report["labels"] == [0, 1, 2, 3, 4, 5, 6]  # both really ran
+    assert report["attempts"] == [] and report["loaded"] == [], report
 
 
 def test_environment_restored(pipeline):

@@ -192,6 +192,53 @@ def test_batch_is_resumable_and_survives_a_broken_case(loop, tmp_path, capsys):
     assert rc3 == 0 and "2 cases done" in out3
 
 
+def test_batch_resumes_after_a_crash(loop, tmp_path, capsys):
+    """A batch killed while writing (SLURM time limit, power cut) leaves a case folder half
+    written and a hidden staging folder. The next run redoes exactly those cases, leaves
+    complete result sets and nothing hidden behind, and still skips finished cases."""
+    import os
+
+    cohort_dir = tmp_path / "cohort"
+    for cid in ("pat01", "pat04"):
+        shutil.copytree(cohort() / cid, cohort_dir / cid)
+    out = tmp_path / "out"
+    args = ["batch", str(cohort_dir), "-o", str(out), "--model", str(loop.model), "--device", "cpu"]
+    rc, _, err = run(capsys, *args)
+    assert rc == 0, err
+    first = {cid: sitk.GetArrayFromImage(sitk.ReadImage(str(out / cid / "glands_labelmap.nii.gz"))) for cid in ("pat01", "pat04")}
+    expected = {cid: sorted(OUTPUT_FILES + ("batch_status.json",)) for cid in ("pat01", "pat04")}
+    assert {cid: sorted(p.name for p in (out / cid).iterdir()) for cid in expected} == expected
+    # pat01 was killed while moving its results into place: two still staged, no status written
+    stage = out / "pat01" / ".glandseg-k1ll3d"
+    stage.mkdir()
+    for name in ("report.json", "overview.png"):
+        os.replace(out / "pat01" / name, stage / name)
+    (out / "pat01" / "batch_status.json").unlink()
+    # pat04 was killed while staging a rerun: nothing moved yet, a half-written label map in staging
+    for p in (out / "pat04").iterdir():
+        p.unlink()
+    stage4 = out / "pat04" / ".glandseg-4ab2c"
+    stage4.mkdir()
+    (stage4 / ".tmp-x9.nii.gz").write_bytes((cohort() / "pat04" / "ct.nii.gz").read_bytes()[:5000])
+    rc2, _, err2 = run(capsys, *args)
+    assert rc2 == 0, err2
+    assert "skipped" not in err2 and err2.count(": done (") == 2, err2
+    for cid in ("pat01", "pat04"):
+        assert sorted(p.name for p in (out / cid).iterdir()) == expected[cid], cid  # complete, nothing hidden left
+        assert json.loads((out / cid / "batch_status.json").read_text())["status"] == "done"
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / cid / "glands_labelmap.nii.gz"))), first[cid])
+        json.loads((out / cid / "report.json").read_text())  # whole, readable
+    rows = {r.split(",")[0]: r.split(",")[1] for r in (out / "summary.csv").read_text().strip().splitlines()[1:]}
+    assert rows == {"pat01": "done", "pat04": "done"}
+    # killed after the last file was moved in but before its staging folder was removed: done, and cleaned
+    (out / "pat04" / ".glandseg-late1").mkdir()
+    stamp = (out / "pat04" / "glands_labelmap.nii.gz").stat().st_mtime_ns
+    rc3, _, err3 = run(capsys, *args)
+    assert rc3 == 0 and "pat04: done before, skipped" in err3, err3
+    assert (out / "pat04" / "glands_labelmap.nii.gz").stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (out / "pat04").iterdir()) == expected["pat04"]
+
+
 # --------------------------------------------------------------------------- SLURM and GPUs
 
 

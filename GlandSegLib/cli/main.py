@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from GlandSegLib.cli.workflow import add_parsers  # prepare, train, export-model, evaluate, batch
 
     add_parsers(sub)
+    from GlandSegLib.cli.compare import add_parser as add_compare  # compare: a user's correction, measured
+
+    add_compare(sub)
     return parser
 
 
@@ -213,7 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"segment": cmd_segment, "phantom": cmd_phantom, "models": cmd_models, "install-model": cmd_install_model}
 
+    owner = os.getpid()
+
     def on_term(_signum, _frame):  # Cancel from the Slicer panel sends SIGTERM
+        if os.getpid() != owner:  # a forked worker (nnU-Net's pools) inherited this handler: die, as SIGTERM asks
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise CancelledError("cancelled")
 
     signal.signal(signal.SIGTERM, on_term)

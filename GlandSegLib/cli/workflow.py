@@ -209,12 +209,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.pred, args.gt, args.output, ct=args.ct, overwrite=args.overwrite, log=_err)
     print(f"wrote {result.out}: {len(result.summary['cases'])} cases")
     for name, g in result.summary["glands"].items():
-        print(f"  {name:<16} Dice {_m(g['dice'])}  surface Dice {_m(g['surface_dice'])}  HD95 {_m(g['hd95_mm'])} mm  swaps {g['swaps']}")
+        print(f"  {name:<16} Dice {_m(g['dice'])}  surface Dice {_m(g['surface_dice'])}  HD95 {_m(g['hd95_mm'])} mm  "
+              f"APL {_m(g['apl_mm'], '.0f')} mm  swaps {g['swaps']}")
     return 0
 
 
-def _m(stat: dict) -> str:
-    return f"{stat['median']:.3f}" if stat.get("n") else "  -  "
+def _m(stat: dict, fmt: str = ".3f") -> str:
+    return format(stat["median"], fmt) if stat.get("n") else "  -  "
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from GlandSegLib.segmentation.pipeline import OUTPUT_FILES
 
 STATUS_FILE = "batch_status.json"
 SUMMARY_FILE = "summary.csv"
+STAGING_PREFIX = ".glandseg-"  # pipeline._write_outputs stages each result set in OUT/<case>/.glandseg-*/
 SUMMARY_FIELDS = ("case_id", "status", "message", "seconds", "dicom_input", "warnings",
                   "lacrimal_r_ml", "lacrimal_l_ml", "parotid_r_ml", "parotid_l_ml", "submandibular_r_ml", "submandibular_l_ml")
 Log = Callable[[str], None]
@@ -121,6 +123,7 @@ def run_batch(
     rows: list[dict[str, Any]] = []
     for i, case in enumerate(cases, start=1):
         outdir = out / case.case_id
+        _remove_stale_staging(outdir)
         if not overwrite and is_complete(outdir, dicom_out):
             log(f"[{i}/{len(cases)}] {case.case_id}: done before, skipped")
             rows.append(_status(outdir) or {"case_id": case.case_id, "status": "done"})
@@ -178,6 +181,16 @@ def _segment_one(source: Path, outdir: Path, predictor: Any, dicom_out: bool) ->
     with quiet_itk():
         # overwrite=True: an incomplete earlier result (some files deleted) is redone
         return segment(source, outdir, predictor=predictor, overwrite=True, dicom_out=dicom_out)
+
+
+def _remove_stale_staging(outdir: Path) -> None:
+    """A run killed while writing (power cut, SLURM time limit, kill -9) leaves its hidden
+    staging folder in the case folder, where nothing else would ever remove it: the batch
+    owns OUT/<case>, so it clears them before the case is looked at again."""
+    if outdir.is_dir():
+        for p in outdir.glob(f"{STAGING_PREFIX}*"):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _status(outdir: Path) -> dict[str, Any] | None:

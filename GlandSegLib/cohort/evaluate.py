@@ -12,8 +12,10 @@ against a prediction on the original CT). Distances are in mm on that grid.
 
 Per case and gland: Dice, HD95, surface Dice at the organ's inter-rater tolerance
 (metrics.SURFACE_TOLERANCE_MM: lacrimal 2.5, parotid 2.85, submandibular 2.02 mm), volume
-error, and a left/right swap flag: a predicted gland that overlaps the reference of its
-partner more than its own reference. With --ct, the mean HU inside the predicted and the
+error, the added path length at the same tolerance (the outline a user would draw to
+correct the prediction into the reference, in mm: pathlength.py; it predicts correction
+time better than Dice; none where neither side has the gland), and a left/right swap flag:
+a predicted gland that overlaps the reference of its partner more than its own reference. With --ct, the mean HU inside the predicted and the
 reference gland (an uptake or density study depends on the outline, not only on Dice).
 """
 
@@ -35,11 +37,13 @@ from GlandSegLib.geometry import resample_to, voxel_volume_ml
 from GlandSegLib.glands import GLANDS, partner
 from GlandSegLib.io.images import IMAGE_SUFFIXES, read_image_file, write_bytes_atomic, write_text_atomic
 from GlandSegLib.cohort.metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice, volume_error_percent
+from GlandSegLib.cohort.pathlength import added_path_length
 
 PRED_LABELMAP = "glands_labelmap.nii.gz"
 OUTPUT_FILES = ("metrics.csv", "summary.json", "report.html", "boxplots.png")
 CSV_FIELDS = ("case_id", "gland", "label", "ref_voxels", "pred_voxels", "ref_volume_ml", "pred_volume_ml", "dice", "hd95_mm",
-              "surface_dice", "tolerance_mm", "volume_error_percent", "swapped", "hu_mean_pred", "hu_mean_ref", "hu_diff")
+              "surface_dice", "tolerance_mm", "volume_error_percent", "apl_mm", "swapped", "hu_mean_pred", "hu_mean_ref",
+              "hu_diff")
 Log = Callable[[str], None]
 
 
@@ -132,6 +136,8 @@ def evaluate_case(case_id: str, pred: sitk.Image, ref: sitk.Image, ct: sitk.Imag
             "dice": _r(dice(pm, rm), 4), "hd95_mm": _r(hd95(pm, rm, spacing_zyx), 2),
             "surface_dice": _r(surface_dice(pm, rm, spacing_zyx, tol), 4), "tolerance_mm": tol,
             "volume_error_percent": _r(volume_error_percent(pm, rm), 1),
+            # drawing the reference over the prediction; like Dice, undefined where both lack the gland
+            "apl_mm": _r(added_path_length(pm, rm, pred, tol).apl_mm, 1) if own or pm.any() or rm.any() else None,
             "swapped": bool(other > own),
         }
         if hu is not None:
@@ -153,7 +159,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for g in GLANDS:
         rs = [r for r in rows if r["gland"] == g.key]
         entry: dict[str, Any] = {"cases": len(rs), "swaps": sum(1 for r in rs if r["swapped"])}
-        for m in ("dice", "hd95_mm", "surface_dice", "volume_error_percent", "hu_diff"):
+        for m in ("dice", "hd95_mm", "surface_dice", "volume_error_percent", "apl_mm", "hu_diff"):
             v = [r[m] for r in rs if r.get(m) is not None]
             entry[m] = ({"n": len(v), "median": round(float(np.median(v)), 4), "mean": round(float(np.mean(v)), 4),
                          "q1": round(float(np.percentile(v, 25)), 4), "q3": round(float(np.percentile(v, 75)), 4)}
@@ -201,7 +207,7 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, *, ct: str | Pat
 
 def _write_report(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path, with_hu: bool) -> None:
     metrics = [("dice", "Dice"), ("surface_dice", "surface Dice at tolerance"), ("hd95_mm", "HD95 (mm)"),
-               ("volume_error_percent", "volume error (%)")]
+               ("volume_error_percent", "volume error (%)"), ("apl_mm", "added path length (mm)")]
     panels = [({g.tg263: {"cases": [r[key] for r in rows if r["gland"] == g.key and r.get(key) is not None]} for g in GLANDS},
                label, label) for key, label in metrics]
     write_bytes_atomic(figure_png(panels, columns=2), out / "boxplots.png")
@@ -211,11 +217,13 @@ def _write_report(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path
         table.append({"gland": g.tg263, "cases": s["cases"], "Dice median": s["dice"].get("median"),
                       "surface Dice median": s["surface_dice"].get("median"), "tolerance mm": SURFACE_TOLERANCE_MM[g.organ],
                       "HD95 mm median": s["hd95_mm"].get("median"), "volume error % median": s["volume_error_percent"].get("median"),
+                      "APL mm median": s["apl_mm"].get("median"),
                       "HU diff median": s["hu_diff"].get("median"), "left/right swaps": s["swaps"]})
-    cols = ["gland", "cases", "Dice median", "surface Dice median", "tolerance mm", "HD95 mm median", "volume error % median"]
+    cols = ["gland", "cases", "Dice median", "surface Dice median", "tolerance mm", "HD95 mm median", "volume error % median",
+            "APL mm median"]
     cols += ["HU diff median"] if with_hu else []
     cols += ["left/right swaps"]
-    case_cols = ["case_id", "gland", "dice", "hd95_mm", "surface_dice", "volume_error_percent", "swapped"]
+    case_cols = ["case_id", "gland", "dice", "hd95_mm", "surface_dice", "volume_error_percent", "apl_mm", "swapped"]
     case_cols += ["hu_mean_pred", "hu_mean_ref"] if with_hu else []
     sections = ["<h2>Per gland</h2>", html_table(table, cols), "<img src='boxplots.png' alt='box plots'>",
                 "<h2>Per case</h2>", html_table(rows, case_cols)]

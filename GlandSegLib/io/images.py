@@ -42,6 +42,29 @@ class LoadedCT:
     image: sitk.Image  # int16 HU
     source: str
     series: DicomSeries | None = None
+    # What the user must be told about how the CT was read (it goes into report.json and
+    # onto the terminal): e.g. a gantry-tilted series resampled onto a regular grid.
+    warnings: list[str] = field(default_factory=list)
+    tilt_deg: float | None = None  # gantry tilt of a DICOM series that was regularised; None: not tilted
+
+
+@dataclass(frozen=True)
+class SliceStack:
+    """A DICOM series' slices as their headers place them, ordered along the slice normal.
+
+    `offsets_mm[k]` is how far slice k lies, within its own plane (along row, column), from
+    where a straight stack on slice 0 would put it: zero for an ordinary series, growing
+    linearly with k for a gantry-tilted one (the slices are sheared)."""
+
+    files: list[str]
+    positions: np.ndarray  # (n, 3) ImagePositionPatient, LPS mm
+    row: np.ndarray  # unit vectors, LPS
+    col: np.ndarray
+    normal: np.ndarray
+    offsets_mm: np.ndarray  # (n, 2) along (row, col)
+    slice_spacing_mm: float  # mean distance between slices along the normal
+    tilt_deg: float  # atan(in-plane shift per slice / slice spacing)
+    tilted: bool
 
 
 def _library_text(exc: Exception) -> str:
@@ -88,9 +111,20 @@ def _choose_series(series: list[DicomSeries], uid: str | None, folder: Path) -> 
     return cts[0]
 
 
-def _check_slices(s: DicomSeries) -> None:
-    """Refuse duplicate or missing slices: SimpleITK would silently stack them wrongly."""
-    positions, normal, points = [], None, []
+# A series is read as tilted when some slice lies more than this fraction of a pixel off a
+# straight stack: smaller offsets are header rounding, and stacking them straight moves
+# nothing by a visible amount.
+TILT_TOLERANCE_PIXELS = 0.1
+# Offsets further than this from a uniform shear are not a gantry tilt (a real tilt moves
+# every slice by the same step) but a damaged or mixed series: refused, not guessed at.
+IRREGULAR_SHEAR_PIXELS = 0.5
+OUTSIDE_HU = -1024  # what the regular grid holds where no slice was acquired: air
+
+
+def _check_slices(s: DicomSeries) -> SliceStack:
+    """Refuse duplicate or missing slices (SimpleITK would silently stack them wrongly);
+    measure a gantry tilt (slices sheared within their planes), which read_ct regularises."""
+    positions, normal, points, row, col, pixel = [], None, [], None, None, None
     for f in s.files:
         r = sitk.ImageFileReader()
         r.SetFileName(f)
@@ -102,21 +136,17 @@ def _check_slices(s: DicomSeries) -> None:
             raise InvalidInputError(f"{f}: unreadable or incomplete DICOM header (image position/orientation)") from None
         n = np.cross(iop[:3], iop[3:])
         if normal is None:
-            normal = n
+            normal = n / max(float(np.linalg.norm(n)), 1e-12)
+            row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+            pixel = min(r.GetSpacing()[:2])
         elif not np.allclose(n, normal, atol=1e-3):
             raise InvalidInputError(f"series {s.uid} mixes slice orientations")
         positions.append(float(np.dot(ipp, normal)))
         points.append(ipp)
     if len(positions) < 2:
         raise InvalidInputError(f"series {s.uid} has a single slice: a 3D CT is needed")
-    order = np.argsort(positions)
-    steps = np.diff(np.array(points)[order], axis=0)
-    along = steps @ normal
-    sideways = np.linalg.norm(steps - np.outer(along, normal), axis=1)
-    if np.any(sideways > 0.01 * np.maximum(np.abs(along), 1e-3) + 1e-3):
-        raise InvalidInputError(
-            f"series {s.uid} is acquired with gantry tilt (slices are sheared); reconstruct it without tilt, or resample it first")
-    pos = np.sort(np.array(positions))
+    order = np.argsort(positions, kind="stable")
+    pos = np.array(positions)[order]
     gaps = np.diff(pos)
     if np.any(gaps < 1e-3):
         raise InvalidInputError(f"series {s.uid} has duplicate slice positions")
@@ -124,6 +154,61 @@ def _check_slices(s: DicomSeries) -> None:
         raise InvalidInputError(
             f"series {s.uid} has uneven slice spacing ({gaps.min():.2f}-{gaps.max():.2f} mm): slices are missing from the "
             "folder (no file holds them), or the scan has a variable slice thickness")
+    pts = np.array(points)[order]
+    rel = pts - pts[0]
+    offsets = np.column_stack([rel @ row, rel @ col])  # in-plane displacement from slice 0
+    k = np.arange(len(pts), dtype=float)
+    # least squares through slice 0: a tilt is a constant shift per slice
+    step = (k @ offsets) / max(float(k @ k), 1e-12)
+    residual = float(np.max(np.linalg.norm(offsets - np.outer(k, step), axis=1)))
+    spacing = float((pos[-1] - pos[0]) / (len(pos) - 1))
+    tilted = float(np.max(np.linalg.norm(offsets, axis=1))) > TILT_TOLERANCE_PIXELS * pixel
+    if tilted and residual > IRREGULAR_SHEAR_PIXELS * pixel:
+        raise InvalidInputError(
+            f"series {s.uid}: its slices are displaced irregularly within their planes (up to {residual:.1f} mm off a "
+            "uniform gantry tilt); not a series GlandSeg can place: export it again from the scanner")
+    tilt = float(np.degrees(np.arctan2(np.linalg.norm(step), spacing)))
+    return SliceStack([s.files[i] for i in order], pts, row, col, normal, offsets, spacing, tilt, tilted)
+
+
+def regularise_tilted(image: sitk.Image, stack: SliceStack) -> sitk.Image:
+    """A gantry-tilted series resampled onto the regular grid that covers what was acquired.
+
+    `image` is the series as SimpleITK stacks it (slice k = stack.files[k]: its pixels are
+    right, its slice positions are not). The grid's axes are the slices' row, column and
+    normal directions, its in-plane spacing the acquired one, its slice spacing the
+    distance between slices along the normal; slice k of the grid lies in the plane of
+    acquired slice k. So regularising only moves each slice within its own plane (linear
+    interpolation of a sub-pixel shift, nothing blended across slices) and an outline drawn
+    on the grid lies on the acquired slice planes. Where the grid reaches beyond a slice's
+    field of view it holds OUTSIDE_HU (air), as the locator and the statistics expect.
+    This is what 3D Slicer's and dcm2niix's tilt correction amount to for a sheared stack.
+    """
+    from scipy import ndimage
+
+    arr = sitk.GetArrayViewFromImage(image)
+    nz, ny, nx = arr.shape
+    sx, sy = image.GetSpacing()[:2]
+    low = stack.offsets_mm.min(axis=0)
+    shift = (stack.offsets_mm - low) / np.array([sx, sy])  # (n, 2) pixels along (column index, row index)
+    extra = np.ceil(shift.max(axis=0) - 1e-3).astype(int)
+    out = np.empty((nz, ny + extra[1], nx + extra[0]), np.int16)
+    canvas = np.empty(out.shape[1:], np.float32)
+    for kk in range(nz):
+        canvas.fill(OUTSIDE_HU)
+        canvas[:ny, :nx] = arr[kk]
+        s = shift[kk][::-1]  # (rows, columns)
+        whole = np.round(s)
+        if np.all(np.abs(s - whole) < 1e-3):  # whole pixels: an exact copy, no interpolation
+            moved = ndimage.shift(canvas, whole, order=0, mode="constant", cval=OUTSIDE_HU)
+        else:
+            moved = ndimage.shift(canvas, s, order=1, mode="constant", cval=OUTSIDE_HU, prefilter=False)
+        out[kk] = np.clip(np.rint(moved), -32768, 32767)
+    result = sitk.GetImageFromArray(out)
+    result.SetSpacing((float(sx), float(sy), stack.slice_spacing_mm))
+    result.SetOrigin([float(v) for v in stack.positions[0] + low[0] * stack.row + low[1] * stack.col])
+    result.SetDirection([float(v) for v in np.column_stack([stack.row, stack.col, stack.normal]).ravel()])
+    return result
 
 
 def validate_geometry(image: sitk.Image, source: str) -> None:
@@ -194,25 +279,37 @@ def read_image_file(path: Path) -> sitk.Image:
 
 
 def read_ct(path: str | Path, series_uid: str | None = None) -> LoadedCT:
-    """The CT at `path` as int16 HU with its physical geometry, validated."""
+    """The CT at `path` as int16 HU with its physical geometry, validated.
+
+    A gantry-tilted DICOM series is regularised (regularise_tilted) and says so in the
+    result's `warnings` and `tilt_deg`: the image is then on that regular grid."""
     p = Path(path)
     if not p.exists():
         raise InputNotFoundError(f"{p}: no such file or folder")
     series = None
+    warnings: list[str] = []
+    tilt_deg: float | None = None
     if p.is_dir():
         all_series = find_dicom_series(p)
         if not all_series:
             raise InvalidInputError(f"{p}: no DICOM series found in this folder")
         series = _choose_series(all_series, series_uid, p)
         check_dicom_series(series.uid, series.files, series.folder, {f for s in all_series for f in s.files})
-        _check_slices(series)
+        stack = _check_slices(series)
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(series.files)
+        reader.SetFileNames(stack.files if stack.tilted else series.files)  # tilted: our order, slice k = files[k]
         try:
             image = reader.Execute()
         except RuntimeError as exc:
             raise InvalidInputError(f"{p}: DICOM series {series.uid} cannot be read as one volume (damaged files?)",
                                     detail=_library_text(exc)) from exc
+        if stack.tilted:
+            image = regularise_tilted(image, stack)
+            tilt_deg = stack.tilt_deg
+            warnings.append(
+                f"gantry-tilted series ({tilt_deg:.1f} degrees): resampled onto a regular grid along the slice planes "
+                f"({'x'.join(map(str, image.GetSize()))} voxels; each slice moved within its plane, linear interpolation, "
+                f"{OUTSIDE_HU} HU where nothing was acquired); all outputs are on that grid")
     else:
         if not p.name.lower().endswith(IMAGE_SUFFIXES) and not p.suffix.lower() == ".dcm":
             raise InvalidInputError(f"{p}: unsupported file type; give a DICOM folder, .nii(.gz), .nrrd or .mha")
@@ -221,7 +318,7 @@ def read_ct(path: str | Path, series_uid: str | None = None) -> LoadedCT:
         image = read_image_file(p)
     validate_geometry(image, str(p))
     check_ct_intensities(image, str(p))
-    return LoadedCT(_to_int16(image), str(p), series)
+    return LoadedCT(_to_int16(image), str(p), series, warnings, tilt_deg)
 
 
 def _file_mode() -> int:

@@ -105,6 +105,13 @@ def segment(
     ct = loaded.image
     if dicom_out and loaded.series is None:
         raise InvalidInputError("--dicom-out needs a DICOM input (a DICOM SEG and RTSTRUCT must reference the source series)")
+    if dicom_out and loaded.tilt_deg is not None:  # before inference: the whole run would be wasted
+        raise InvalidInputError(
+            f"--dicom-out: this series is gantry-tilted ({loaded.tilt_deg:.1f} degrees) and is segmented on a regular grid; "
+            "GlandSeg cannot yet write a DICOM SEG or RTSTRUCT that references the tilted slices: rerun without --dicom-out "
+            "(the label map and .seg.nrrd are on the regular grid) or reconstruct the series without tilt")
+    for w in loaded.warnings:  # e.g. a tilted series regularised: the user must know the grid changed
+        progress.log(w)
     uptake = read_image_file(Path(uptake_path)) if uptake_path else None
 
     progress.start("locate", "using the given head box" if box is not None else f"locating the head ({locator})")
@@ -152,14 +159,16 @@ def segment(
         "glandseg_version": __version__,
         **_input_identity(input_path, loaded.series, keep_identifiers),
         "input_geometry": {"size": list(ct.GetSize()), "spacing_mm": [round(s, 4) for s in ct.GetSpacing()],
-                           "origin_lps_mm": [round(o, 3) for o in ct.GetOrigin()], "direction": [round(d, 6) for d in ct.GetDirection()]},
+                           "origin_lps_mm": [round(o, 3) for o in ct.GetOrigin()], "direction": [round(d, 6) for d in ct.GetDirection()],
+                           "gantry_tilt_deg": None if loaded.tilt_deg is None else round(loaded.tilt_deg, 2),
+                           "regularised": loaded.tilt_deg is not None},
         "crop_box": box.to_dict(),
         "model": {"name": info.name, "folder": str(info.folder), "configuration": info.configuration,
                   "spacing_mm": info.spacing_xyz, "folds": info.folds, "stages": sorted(info.stages)},
         "device": predictor.device,
         "locator": "user box" if box.method == "user" else locator,
         "glands": glands,
-        "warnings": [w for row in glands for w in row["warnings"]] + list(info.warnings),
+        "warnings": list(loaded.warnings) + [w for row in glands for w in row["warnings"]] + list(info.warnings),
     }
     _write_outputs(outdir, report, labels_full, labels_crop, ct_crop, progress, t0,
                    dicom_files=loaded.series.files if dicom_out and loaded.series else None)

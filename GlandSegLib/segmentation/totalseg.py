@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -31,8 +32,14 @@ def weights_folder() -> Path:
     return home / "nnunet" / "results"
 
 
+def find_executable() -> str | None:
+    """The TotalSegmentator command: on PATH, or among this Python's own console scripts, where
+    pip put it beside GlandSeg (a virtual environment that is not activated, Slicer's Python)."""
+    return shutil.which("TotalSegmentator") or shutil.which("TotalSegmentator", path=sysconfig.get_path("scripts"))
+
+
 def locate_head_totalsegmentator(image: sitk.Image, timeout_s: int = 1800) -> HeadBox:
-    exe = shutil.which("TotalSegmentator")
+    exe = find_executable()
     if exe is None:
         raise DependencyError("TotalSegmentator is not installed (pip install TotalSegmentator)")
     if not (weights_folder() / FAST_TOTAL_DATASET).is_dir():

@@ -34,6 +34,7 @@ from GlandSegLib.training.nnunet_env import (
     override_env,
     require_folders,
 )
+from GlandSegLib.training.nnunet_env import torch_threads as _torch_threads  # train()'s parameter has this name
 
 # --------------------------------------------------------------------------- training
 
@@ -174,7 +175,7 @@ def train(
         raise ValueError("epochs and iterations_per_epoch must be >= 1")
     n_val = max(1, iterations_per_epoch // 10) if val_iterations_per_epoch is None else max(1, int(val_iterations_per_epoch))
 
-    with folders_context(folders, n_proc_da=n_proc_da, torch_threads=torch_threads), torch_threads(
+    with folders_context(folders, n_proc_da=n_proc_da, torch_threads=torch_threads), _torch_threads(
         torch_threads if folders is None else None
     ), override_env(
         **{N_PROC_DA_VARIABLE: str(max(0, int(n_proc_da)))}
