@@ -53,15 +53,17 @@ def expert_volumes(outlines: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _top_z(mask_file: Path) -> float | None:
-    """Highest physical z (LPS, superior) of a mask, or None when it is empty."""
-    img = sitk.ReadImage(str(mask_file))
-    a = sitk.GetArrayViewFromImage(img)
-    ks = np.flatnonzero(a.reshape(a.shape[0], -1).any(axis=1))
+def _top_z(mask: np.ndarray, image: sitk.Image) -> float | None:
+    """Highest physical z (LPS, superior) of a mask on `image`'s grid, or None when it is empty."""
+    ks = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     if ks.size == 0:
         return None
-    corners = [img.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(k))) for k in (ks[0], ks[-1])]
-    return max(c[2] for c in corners)
+    return max(image.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(k)))[2] for k in (ks[0], ks[-1]))
+
+
+def _top_z_of_file(mask_file: Path) -> float | None:
+    img = sitk.ReadImage(str(mask_file))
+    return _top_z(sitk.GetArrayViewFromImage(img), img)
 
 
 def orbit_roof_above_parotid_mm(outlines: Path) -> dict[str, float]:
@@ -69,7 +71,7 @@ def orbit_roof_above_parotid_mm(outlines: Path) -> dict[str, float]:
     sets (both raters, both splits): median and the percentile that decides "in view"."""
     gaps = []
     for seg in sorted(Path(outlines).glob("nrrds/*/*/*/segmentations")):
-        tops = {name: _top_z(seg / f"{name}.nrrd") for name in ("Orbit-Lt", "Orbit-Rt", "Parotid-Lt", "Parotid-Rt")
+        tops = {name: _top_z_of_file(seg / f"{name}.nrrd") for name in ("Orbit-Lt", "Orbit-Rt", "Parotid-Lt", "Parotid-Rt")
                 if (seg / f"{name}.nrrd").is_file()}
         orbit = [tops[k] for k in ("Orbit-Lt", "Orbit-Rt") if tops.get(k) is not None]
         parotid = [tops[k] for k in ("Parotid-Lt", "Parotid-Rt") if tops.get(k) is not None]
@@ -138,12 +140,7 @@ def scan_top_above_parotid_mm(ct: sitk.Image, truth: sitk.Image) -> float | None
     par = sitk.GetArrayViewFromImage(truth) > 0
     if not par.any():
         return None
-
-    def top(mask: np.ndarray) -> float:
-        ks = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
-        return max(ct.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, float(k)))[2] for k in (ks[0], ks[-1]))
-
-    return round(top(body) - top(par), 1)
+    return round(_top_z(body, ct) - _top_z(par, ct), 1)
 
 
 def volume_plausibility(found: dict[str, dict[str, float]], experts: dict[str, dict[str, float]],
