@@ -39,7 +39,7 @@ if UNSUPPORTED is None:
 
     process.ensure_lib_on_path()
 
-    from GlandSegSlicerLib import nodes
+    from GlandSegSlicerLib import nodes, review
     from GlandSegSlicerLib.process import GlandSegRunError  # noqa: F401  (for console users: GlandSeg.GlandSegRunError)
     from GlandSegSlicerLib.logic import (REF_CT, REF_TABLE, REF_UPTAKE, GlandSegLogic, GlandSegRun,  # noqa: F401
                                          loadTerminology, registerSampleData)
@@ -68,7 +68,10 @@ Segments six glands on a CT: right and left lacrimal, parotid and submandibular 
 for organ-at-risk dosimetry in PSMA radioligand therapy.<br>
 Choose the CT (and optionally a PET/SPECT image for uptake statistics), press
 <b>Segment glands</b>, then check and correct the segments in the Segment Editor and
-press <b>Recompute statistics</b>. <b>Show head box</b> shows the region GlandSeg searches;
+press <b>Recompute statistics</b>. The <b>Review</b> table lists the glands least confident
+first, with a status each (found, cut by the field of view, outside it, not found,
+rejected); <b>Measure my corrections</b> compares your corrected segments with GlandSeg's
+original (Dice, added path length) and says how long you edited. <b>Show head box</b> shows the region GlandSeg searches;
 adjust it when the automatic box misses a gland.<br>
 Segments carry SNOMED CT terminology (category Anatomical Structure; lacrimal 13561001,
 parotid 45289007, submandibular 54019009; laterality Right 24028007 / Left 7771000), so
@@ -85,8 +88,8 @@ Imaging Archive, Clark et al., J Digit Imaging 26:1045, 2013) and the OpenKBP he
 CTs (Babier et al., Med Phys 48:5549, 2021). Each model's card (model_card.md in its
 folder) states the data that model was trained on; the shipped model (glandseg-v3) learned
 from synthetic CTs around those expert outlines (the lacrimal glands in a second stage on
-a fine grid beside each orbit) and from OpenKBP's parotids; its lacrimal and
-submandibular glands are measured on synthetic CTs only.
+a fine grid beside each orbit) and from OpenKBP's parotids; its model card gives its
+accuracy on real CT (it under-segments real submandibular glands: review them first).
 """
         if UNSUPPORTED is not None:
             self.parent.helpText = UNSUPPORTED
@@ -146,6 +149,7 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.showHeadBoxButton.connect("clicked(bool)", self.onShowHeadBox)
         self.ui.recomputeStatisticsButton.connect("clicked(bool)", self.onRecomputeStatistics)
+        self.ui.measureCorrectionsButton.connect("clicked(bool)", self.onMeasureCorrections)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.populateModels)
 
@@ -208,16 +212,20 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for w in (self.ui.inputVolumeSelector, self.ui.uptakeVolumeSelector, self.ui.modelComboBox,
                   self.ui.installModelButton, self.ui.deviceComboBox, self.ui.headBoxSelector,
                   self.ui.showHeadBoxButton, self.ui.outputSegmentationSelector, self.ui.recomputeStatisticsButton,
-                  self.ui.installDependenciesButton, self.ui.refreshModelsButton):
+                  self.ui.installDependenciesButton, self.ui.refreshModelsButton, self.ui.uncertaintyCheckBox):
             w.enabled = not running
         self.ui.showHeadBoxButton.enabled = not running and hasInput
         seg = self.ui.outputSegmentationSelector.currentNode()
         self.ui.recomputeStatisticsButton.enabled = not running and seg is not None and (
             seg.GetNodeReference(REF_CT) is not None or hasInput)
+        self.ui.measureCorrectionsButton.enabled = not running and review.has_original(seg)
 
     def onOutputChanged(self, node) -> None:
-        table = node.GetNodeReference(REF_TABLE) if node is not None else None
-        self.ui.statisticsTableView.setMRMLTableNode(table)
+        ref = (lambda role: node.GetNodeReference(role)) if node is not None else (lambda role: None)
+        self.ui.statisticsTableView.setMRMLTableNode(ref(REF_TABLE))
+        self.ui.reviewTableView.setMRMLTableNode(ref(review.REF_REVIEW_TABLE))
+        self.ui.correctionsTableView.setMRMLTableNode(ref(review.REF_CORRECTIONS_TABLE))
+        self.ui.editTimeLabel.setText("")
         self.updateButtons()
 
     def populateModels(self) -> None:
@@ -332,6 +340,21 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statisticsTableView.setMRMLTableNode(table)
             self.setStatus(f"Statistics of '{seg.GetName()}' recomputed.")
 
+    def onMeasureCorrections(self) -> None:
+        seg = self.ui.outputSegmentationSelector.currentNode()
+        if seg is None:
+            return
+        csvPath = qt.QFileDialog.getSaveFileName(self.parent, "Save the corrections as CSV (Cancel: table only)",
+                                                 f"{seg.GetName()} corrections.csv", "CSV files (*.csv)")
+        with slicer.util.tryWithErrorDisplay("GlandSeg could not measure the corrections.", waitCursor=True):
+            table = self.logic.measureCorrections(seg, csvPath or None)
+            self.ui.correctionsTableView.setMRMLTableNode(table)
+            seconds = float(table.GetAttribute("GlandSeg.editSeconds") or 0)
+            edits = seg.GetAttribute(review.ATTR_EDITS) or "0"
+            self.ui.editTimeLabel.setText(f"Edited for {seconds / 60:.1f} min ({edits} edits; pauses over "
+                                          f"{review.IDLE_GAP_S:.0f} s not counted)." + (f" Saved {csvPath}." if csvPath else ""))
+            self.setStatus(f"Corrections of '{seg.GetName()}' measured.")
+
     def onApplyButton(self) -> None:
         if self._job is not None:
             self.cancel()
@@ -360,7 +383,8 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.WaitCursor():
                 run = self.logic.prepareRun(ct, model=self.selectedModel(), device=self.selectedDevice(),
                                             uptakeNode=self.ui.uptakeVolumeSelector.currentNode(), roiNode=roi,
-                                            trustModel=self._trustModelOnce)
+                                            trustModel=self._trustModelOnce,
+                                            uncertainty=self.ui.uncertaintyCheckBox.checked)
             self._trustModelOnce = False
         except Exception as exc:
             slicer.util.errorDisplay(f"GlandSeg could not start: {exc}", windowTitle="GlandSeg")
@@ -488,6 +512,9 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.setValue(100)
         self.ui.outputSegmentationSelector.setCurrentNode(seg)
         self.ui.statisticsTableView.setMRMLTableNode(self.logic.statisticsTableNode(seg))
+        self.ui.reviewTableView.setMRMLTableNode(self.logic.reviewTableNode(seg))
+        self.ui.correctionsTableView.setMRMLTableNode(None)
+        self.ui.editTimeLabel.setText("")
         warnings = self.logic.lastWarnings
         self.showWarnings(warnings)
         table = self.logic.statisticsTableNode(seg)
@@ -496,6 +523,8 @@ class GlandSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        + (f", {len(warnings)} warning(s) to check." if warnings else "."))
         if ct is not None:
             slicer.util.setSliceViewerLayers(background=ct, fit=False)
+        if self.logic.lastUncertaintyNode is not None:
+            slicer.util.setSliceViewerLayers(foreground=self.logic.lastUncertaintyNode, foregroundOpacity=0.5, fit=False)
         swaps = [w for w in warnings if "swap" in w]
         if swaps:
             slicer.util.warningDisplay("GlandSeg found possible left/right swaps:\n\n" + "\n".join(swaps)

@@ -79,7 +79,10 @@ def test_report_has_every_gland_with_statistics_and_no_swap(sample_run):
     assert [g["label"] for g in report["glands"]] == [1, 2, 3, 4, 5, 6]
     for row in report["glands"]:
         assert row["laterality_ok"] and not [w for w in row["warnings"] if "swap" in w], row
-        assert row["voxels"] and not [w for w in row["warnings"] if "not found" in w], row  # the sample holds all six
+        # the sample's glands are all in view and plausible: each is found, with a confidence and the experts' range
+        assert row["status"] == "found" and row["voxels"] and row["status_reason"] == "", row
+        assert 0 <= row["confidence"] <= 1 and row["expert_volume_ml"]["p5"] < row["expert_volume_ml"]["p95"]
+    assert sorted(report["review_order"]) == [1, 2, 3, 4, 5, 6]
     assert not [line for line in proc.stdout.splitlines() if "swap" in line]  # nor on the JSON progress stream
     by = {r["label"]: r for r in report["glands"]}
     assert by[3]["voxels"] and by[4]["voxels"]
@@ -91,6 +94,62 @@ def test_report_has_every_gland_with_statistics_and_no_swap(sample_run):
     csv_lines = (out / "report.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 7 and csv_lines[0].startswith("label,name,volume_ml")
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_terminal_summary_lists_the_glands_for_review(sample_run):
+    """The summary printed after a run: least confident first, volume beside the experts' range,
+    status last; glands without a segment after those with one, with the reason."""
+    from GlandSegLib.cli.main import summary_lines
+
+    _, out = sample_run
+    report = json.loads((out / "report.json").read_text())
+    lines = summary_lines(report)
+    rows = {r["label"]: r for r in report["glands"]}
+    body = lines[2:]
+    assert [next(lab for lab, r in rows.items() if r["name"] in ln) for ln in body] == report["review_order"]
+    for ln, lab in zip(body, report["review_order"]):
+        r = rows[lab]
+        assert f"{r['volume_ml']:.2f} ml" in ln and f"{r['confidence']:.2f}" in ln and ln.rstrip().endswith(r["status"])
+    # a rejected and an outside gland, as the report of a jaw-cut CT has them
+    cut = json.loads(json.dumps(report))
+    cut["glands"][4].update(voxels=0, volume_ml=0.0, status="outside the field of view", confidence=None,
+                            status_reason="its centre would lie beyond the scan's bottom edge (z 32 mm)")
+    cut["glands"][5].update(voxels=0, volume_ml=0.0, status="rejected", status_reason="inside the cranium (80% of its voxels)")
+    cut["review_order"] = [lab for lab in report["review_order"] if lab not in (5, 6)]
+    lines = summary_lines(cut)
+    assert "outside the field of view: its centre would lie beyond" in lines[-2] and "rejected: inside the cranium" in lines[-1]
+
+
+def test_report_statistics_are_those_of_the_written_labelmap_the_ct_and_the_uptake(sample_run):
+    """report.json and report.csv against numpy on the run's own label map, the CT and the
+    ramp's closed form: volume, HU mean / SD / median, centroid, uptake mean / max / total."""
+    import csv
+    import io
+
+    from stats_helpers import assert_row_matches, expected_rows, ramp_value
+
+    _, out = sample_run
+    labels = sitk.ReadImage(str(out / "glands_labelmap.nii.gz"))
+    expected = expected_rows(labels, sitk.ReadImage(str(SAMPLE)))
+    report = json.loads((out / "report.json").read_text())
+    csv_rows = {int(r["label"]): r for r in csv.DictReader(io.StringIO((out / "report.csv").read_text()))}
+    assert set(csv_rows) == {g.label for g in GLANDS}
+    found = 0
+    for row in report["glands"]:
+        want = expected[row["label"]]
+        assert_row_matches(row, want, f"report.json {row['name']}")
+        c = csv_rows[row["label"]]
+        as_csv = {"voxels": int(c["voxels"]), "volume_ml": float(c["volume_ml"])}
+        if want["voxels"]:
+            found += 1
+            as_csv.update({k: float(c[k]) for k in ("hu_mean", "hu_sd", "hu_median", "uptake_mean", "uptake_max", "uptake_total")})
+            as_csv["centroid_lps_mm"] = [float(v) for v in c["centroid_lps_mm"].split()]
+            # the ramp's mean over a gland is its value at the gland's centroid
+            assert row["uptake_mean"] == pytest.approx(float(ramp_value(want["centroid_lps_mm"])), rel=2e-5)
+        else:
+            assert c["uptake_total"] == "" and "uptake_total" not in row
+        assert_row_matches(as_csv, want, f"report.csv {row['name']}")
+    assert found >= 4
 
 
 def test_json_progress_is_machine_readable(sample_run):

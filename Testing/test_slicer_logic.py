@@ -306,6 +306,49 @@ def test_logic_prepare_run_writes_what_the_user_sees(glandseg_module):
     assert list(env.temp.iterdir()) == []
 
 
+def test_logic_loads_review_uncertainty_and_measures_corrections(glandseg_module, tmp_path):
+    """After a run: the review table in the report's order, the uncertainty map on the CT's
+    grid, GlandSeg's original kept; an edit of a segment is counted and measured."""
+    env = glandseg_module
+    ct_node, ct_img = _ct_node(env)
+    run, labels = _fake_run(env, ct_node, ct_img, tmp_path / "run" / "out", [])
+    report = json.loads((run.outdir / "report.json").read_text())
+    report["glands"] = [{"label": g.label, "name": g.name, "voxels": 20, "volume_ml": 0.05, "status": "found",
+                         "confidence": 1 - g.label / 10} for g in GLANDS]
+    report["review_order"] = [6, 5, 4, 3, 2, 1]
+    (run.outdir / "report.json").write_text(json.dumps(report))
+    umap = sitk.GetImageFromArray(np.random.default_rng(3).integers(0, 86, sitk.GetArrayViewFromImage(ct_img).shape).astype(np.uint8))
+    umap.CopyInformation(ct_img)
+    sitk.WriteImage(umap, str(run.outdir / "uncertainty.nii.gz"))
+    run_with_flag = env.module.GlandSegLogic().prepareRun(ct_node, uncertainty=True)
+    try:
+        assert build_parser().parse_args(run_with_flag.args).uncertainty
+    finally:
+        run_with_flag.cleanup()
+
+    logic = env.module.GlandSegLogic()
+    seg = logic.loadResults(run)
+    rows = N.table_rows(logic.reviewTableNode(seg))
+    assert [r["Gland"] for r in rows] == [g.name for g in reversed(GLANDS)]
+    unode = logic.lastUncertaintyNode
+    back = N.volume_to_sitk(unode)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(umap))
+    np.testing.assert_allclose(back.GetOrigin(), ct_img.GetOrigin())
+    assert unode.GetName() == "ct uncertainty"
+
+    segment = seg.GetSegmentation().GetSegment("parotid_r")
+    rep = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    from vtk.util import numpy_support
+    values = numpy_support.vtk_to_numpy(rep.GetPointData().GetScalars())
+    values[values == segment.GetLabelValue()] = 0  # the user erases the right parotid
+    rep.Modified()
+    assert seg.GetAttribute("GlandSeg.edits") == "1"
+    table = logic.measureCorrections(seg, tmp_path / "c.csv")
+    by = {r["Gland"]: r for r in N.table_rows(table)}
+    assert by["right parotid gland"]["Change"] == "removed" and by["left parotid gland"]["Dice"] == 1.0
+    assert (tmp_path / "c.csv").is_file()
+
+
 def test_logic_prepare_run_passes_the_roi_as_the_head_box(glandseg_module):
     """The ROI the user dragged goes to the CLI as --box, in LPS millimetres."""
     env = glandseg_module
@@ -469,7 +512,7 @@ def _panel(env):
     names = ("applyButton", "inputVolumeSelector", "uptakeVolumeSelector", "modelComboBox", "installModelButton",
              "deviceComboBox", "headBoxSelector", "showHeadBoxButton", "outputSegmentationSelector",
              "recomputeStatisticsButton", "installDependenciesButton", "refreshModelsButton", "progressBar",
-             "statusLabel", "logTextEdit", "warningsLabel")
+             "statusLabel", "logTextEdit", "warningsLabel", "uncertaintyCheckBox", "measureCorrectionsButton")
     widget.ui = types.SimpleNamespace(**{n: FakeWidget() for n in names})
     return widget
 

@@ -192,8 +192,9 @@ def cmake_list(text: str, variable: str) -> list[str]:
 
 
 def runtime_lib_files(lib: Path = REPO / "GlandSegLib") -> list[str]:
-    """GlandSegLib's files that the extension ships: all but the default-model recipes."""
-    return sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*.py")
+    """GlandSegLib's files that the extension ships (modules and the data they read): all
+    but the default-model recipes."""
+    return sorted(p.relative_to(lib).as_posix() for p in [*lib.rglob("*.py"), *lib.rglob("*.json")]
                   if "defaultmodel" not in p.relative_to(lib).parts and "__pycache__" not in p.parts)
 
 

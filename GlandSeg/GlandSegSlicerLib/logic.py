@@ -21,7 +21,7 @@ import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from GlandSegSlicerLib import install, nodes, process
+from GlandSegSlicerLib import install, nodes, process, review
 from GlandSegLib.io.segfile import TERMINOLOGY_CONTEXT
 
 MODULE_DIR = Path(__file__).resolve().parents[1]  # the GlandSeg module folder
@@ -98,6 +98,8 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
         self.lastReport: dict = {}
         self.lastWarnings: list[str] = []
         self._capabilities: process.Capabilities | None = None
+        self._editTimers: dict[str, review.EditTimer] = {}  # segmentation node ID -> its edit timer
+        self.lastUncertaintyNode = None  # the last run's uncertainty map, when it wrote one
 
     # ------------------------------------------------------------------ environment
 
@@ -227,7 +229,7 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ running
 
     def prepareRun(self, volumeNode, model: str | None = None, device: str = "auto", uptakeNode=None,
-                   roiNode=None, trustModel: bool = False) -> GlandSegRun:
+                   roiNode=None, trustModel: bool = False, uncertainty: bool = False) -> GlandSegRun:
         """Write the inputs to a private temporary folder and build the command line.
 
         The volumes are written from their nodes (not from their original files) so that
@@ -245,6 +247,8 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError("this GlandSeg command line has no --box option yet, so a head box cannot be passed; "
                                    "choose 'Automatic' as head box")
             box = nodes.box_arguments(nodes.roi_to_box(roiNode))
+        if uncertainty and not self.capabilities().uncertainty:
+            raise RuntimeError("this GlandSeg command line cannot write an uncertainty map (no --uncertainty option)")
         workdir = Path(tempfile.mkdtemp(prefix="GlandSeg-", dir=slicer.app.temporaryPath))
         try:
             ct_path = workdir / "ct.nrrd"
@@ -255,7 +259,8 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
                 sitk.WriteImage(uptake, str(uptake_path), False)
             outdir = workdir / "out"
             args = process.segment_arguments(ct_path, outdir, model=model, device=device,
-                                                 uptake_path=uptake_path, box_lps=box, trust_model=trustModel)
+                                                 uptake_path=uptake_path, box_lps=box, trust_model=trustModel,
+                                                 uncertainty=uncertainty)
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -272,6 +277,7 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("the CT volume was removed from the scene while GlandSeg was running")
         uptakeNode = slicer.mrmlScene.GetNodeByID(run.uptakeNodeID) if run.uptakeNodeID else None
         created = outputSegmentationNode is None
+        uncertaintyNode = None
         if created:
             outputSegmentationNode = slicer.mrmlScene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{ctNode.GetName()} glands"))
@@ -286,10 +292,19 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
             outputSegmentationNode.SetAttribute("GlandSeg.version", str(report.get("glandseg_version", "")))
             outputSegmentationNode.SetAttribute("GlandSeg.device", str(report.get("device", "")))
             self.updateStatistics(outputSegmentationNode, ctNode, uptakeNode)
+            review.show_review(outputSegmentationNode, report)
+            uncertaintyFile = run.outdir / "uncertainty.nii.gz"
+            if uncertaintyFile.is_file():
+                uncertaintyNode = self.loadUncertainty(uncertaintyFile, ctNode)
+            review.keep_original(outputSegmentationNode, ctNode)  # what "Measure my corrections" compares with
         except Exception:
             if created:
                 slicer.mrmlScene.RemoveNode(outputSegmentationNode)
+            if uncertaintyNode is not None:
+                slicer.mrmlScene.RemoveNode(uncertaintyNode)
             raise
+        self.lastUncertaintyNode = uncertaintyNode
+        self.startEditTimer(outputSegmentationNode)
         self.lastReport = report
         self.lastWarnings = process.report_warnings(report)
         return outputSegmentationNode
@@ -342,6 +357,48 @@ class GlandSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def statisticsTableNode(segmentationNode):
         return segmentationNode.GetNodeReference(REF_TABLE)
+
+    # ------------------------------------------------------------------ review
+
+    @staticmethod
+    def reviewTableNode(segmentationNode):
+        """The glands in the order to review them, with status and confidence (review.py)."""
+        return segmentationNode.GetNodeReference(review.REF_REVIEW_TABLE)
+
+    @staticmethod
+    def loadUncertainty(path, ctNode):
+        """The run's uncertainty map (uint8 percent on the CT grid) as a volume named after the CT."""
+        import SimpleITK as sitk
+
+        scene = ctNode.GetScene()
+        node = nodes.add_volume_from_sitk(scene, sitk.ReadImage(str(path)),
+                                          scene.GenerateUniqueName(f"{ctNode.GetName()} uncertainty"))
+        display = node.GetDisplayNode()
+        color = scene.GetNodeByID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")  # present in the application
+        if display is not None:
+            if color is not None:
+                display.SetAndObserveColorNodeID(color.GetID())
+            display.SetAutoWindowLevel(False)
+            display.SetWindowLevelMinMax(0, 60)  # 0 certain; stage one tops out at 86, most boundaries lie below 60
+            display.SetLowerThreshold(5)
+            display.SetApplyThreshold(True)  # certain voxels transparent over the CT
+        return node
+
+    def startEditTimer(self, segmentationNode) -> review.EditTimer:
+        """Count edits of this segmentation from now on (one timer per node)."""
+        old = self._editTimers.pop(segmentationNode.GetID(), None)
+        if old is not None:
+            old.stop()
+        timer = review.EditTimer(segmentationNode)
+        self._editTimers[segmentationNode.GetID()] = timer
+        return timer
+
+    def measureCorrections(self, segmentationNode, csvPath=None):
+        """Per gland, the segments now against GlandSeg's original: a table node (kept per
+        segmentation) and, with csvPath, a CSV. Includes the time spent editing."""
+        ctNode = segmentationNode.GetNodeReference(REF_CT)
+        table, _rows = review.measure_corrections(segmentationNode, ctNode, csvPath)
+        return table
 
     def installModelJob(self, path: str, onLog: Callable[[str], None] | None = None) -> process.CliJob:
         """`glandseg install-model PATH` as a job, not started: the panel polls it (progress, Cancel)."""

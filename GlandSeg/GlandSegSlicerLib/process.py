@@ -161,7 +161,7 @@ def format_box(box_lps: Sequence[float]) -> list[str]:
 def segment_arguments(input_path: str | Path, output_dir: str | Path, *, model: str | None = None,
                       device: str = "auto", uptake_path: str | Path | None = None,
                       box_lps: Sequence[float] | None = None, overwrite: bool = True,
-                     trust_model: bool = False) -> list[str]:
+                     trust_model: bool = False, uncertainty: bool = False) -> list[str]:
     """Arguments of `glandseg segment ... --progress json` (the panel's machine-readable mode)."""
     args = ["segment", str(input_path), "-o", str(output_dir), "--device", cli_device(device), "--progress", "json"]
     if model:
@@ -174,6 +174,8 @@ def segment_arguments(input_path: str | Path, output_dir: str | Path, *, model: 
         args.append("--overwrite")
     if trust_model:
         args.append("--trust-model")
+    if uncertainty:
+        args.append("--uncertainty")
     return args
 
 
@@ -192,6 +194,10 @@ class Capabilities:
     @property
     def box(self) -> bool:
         return "--box" in self.segment_options
+
+    @property
+    def uncertainty(self) -> bool:
+        return "--uncertainty" in self.segment_options
 
     @property
     def install_model(self) -> bool:

@@ -90,6 +90,12 @@ class GlandSegTest(ScriptedLoadableModuleTest):
         table = logic.updateStatistics(seg)
         self.assertIs(table, logic.statisticsTableNode(seg))
         self.assertEqual(nodes.table_rows(table)[2]["Volume"], 0.0)
+        # the correction measured against the kept original: the erased parotid removed, the rest untouched
+        self.assertGreaterEqual(int(seg.GetAttribute("GlandSeg.edits")), 1)
+        changes = {r["Gland"]: r for r in nodes.table_rows(logic.measureCorrections(seg))}
+        self.assertEqual(changes["right parotid gland"]["Change"], "removed")
+        self.assertEqual(changes["left parotid gland"]["Added path length"], 0.0)
+        self.assertEqual(len(nodes.table_rows(logic.reviewTableNode(seg))), 6)
         self.delayDisplay(f"segmented, warnings: {logic.lastWarnings}")
 
     def test_panel_cancel_leaves_scene_unchanged(self):

@@ -45,6 +45,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
                    help="DICOM input: also write a DICOM SEG and an RTSTRUCT that reference the source series")
     p.add_argument("--keep-identifiers", action="store_true",
                    help="record the input path and the patient's name, ID and birth date in the report (off: a hash and UIDs only)")
+    p.add_argument("--keep-rejected", action="store_true",
+                   help="also write the segments the anatomy checks rejected or found outside the field of view (their status still says why): for unusual anatomy, or to see a model's raw output")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write uncertainty.nii.gz: per voxel 100 x (1 - the network's largest probability), uint8 0-100, on the CT grid")
 
 
 def _add_phantom(sub: argparse._SubParsersAction) -> None:
@@ -127,14 +131,40 @@ def _run_segment(args: argparse.Namespace, progress: Progress) -> int:
     result = segment(args.input, args.output, model=args.model, device=args.device, locator=args.locator,
                      overwrite=args.overwrite, series_uid=args.series, uptake_path=args.uptake,
                      trust_model=args.trust_model, progress=progress, box=box, keep_identifiers=args.keep_identifiers,
-                     dicom_out=args.dicom_out, tile_step=args.tile_step)
+                     dicom_out=args.dicom_out, tile_step=args.tile_step, uncertainty=args.uncertainty,
+                     keep_rejected=args.keep_rejected)
     if progress.mode != "json":
         print(f"wrote {result.outdir}")
-        for row in result.report["glands"]:
-            vol = f"{row['volume_ml']:7.2f} ml" if row["voxels"] else "  not found"
-            hu = f"  HU {row['hu_mean']:6.1f} ± {row['hu_sd']:5.1f}" if row["voxels"] else ""
-            print(f"  {row['name']:<27}{vol}{hu}")
+        for line in summary_lines(result.report):
+            print(line)
     return 0
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The terminal summary: the segments least confident first (the order to review them
+    in), then the glands without a segment, each with its status. '!' marks a volume
+    outside the experts' 5-95% range."""
+    by_label = {row["label"]: row for row in report["glands"]}
+    order = list(report.get("review_order", []))
+    order += [lab for lab in by_label if lab not in order]
+    lines = ["  review in this order (least confident first):",
+             f"  {'gland':<27}{'volume':>10}  {'experts 5-95%':<15}{'confidence':>10}  {'HU mean ± SD':<15} status"]
+    for lab in order:
+        row = by_label[lab]
+        exp = row.get("expert_volume_ml") or {}
+        experts = f"{exp['p5']:.2f}-{exp['p95']:.2f} ml" if exp else ""
+        status = row.get("status", "found" if row["voxels"] else "not found")
+        if row.get("status_reason") and status != "found":
+            status += f": {row['status_reason']}"
+        if row["voxels"]:
+            outside = exp and not exp["p5"] <= row["volume_ml"] <= exp["p95"]
+            vol = f"{row['volume_ml']:7.2f} ml" + ("!" if outside else " ")
+            conf = f"{row['confidence']:.2f}" if row.get("confidence") is not None else "-"
+            hu = f"{row['hu_mean']:6.1f} ± {row['hu_sd']:5.1f}"
+        else:
+            vol, conf, hu = "-", "-", ""
+        lines.append(f"  {row['name']:<27}{vol:>11} {experts:<15}{conf:>10}  {hu:<15} {status}")
+    return lines
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:

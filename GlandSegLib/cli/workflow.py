@@ -105,6 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse
     b.add_argument("--model", default=None)
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     b.add_argument("--dicom-out", action="store_true", help="also write DICOM SEG and RTSTRUCT (DICOM inputs only)")
+    b.add_argument("--keep-rejected", action="store_true", help="also write the segments the anatomy checks rejected or found outside the field of view (their status still says why): for unusual anatomy, or to see a model's raw output")
     b.add_argument("--overwrite", action="store_true", help="redo cases that are complete")
     b.add_argument("--case", nargs="+", default=None, help="only these case ids")
     b.add_argument("--index", type=int, default=None, help="only the case at this index (0-based; for array jobs)")
@@ -236,6 +237,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--dicom-out"] if args.dicom_out else []
         cmd += ["--overwrite"] if args.overwrite else []
+        cmd += ["--keep-rejected"] if args.keep_rejected else []
         cmd += ["--trust-model"] if args.trust_model else []
         out.mkdir(parents=True, exist_ok=True)
         script = Path(args.script) if args.script else out / "batch_array.sbatch"
@@ -244,7 +246,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"wrote {_write_script(script, text)} ({len(cases)} array tasks); submit with: sbatch {script}")
         return 0
     rows = run_batch(args.cohort, args.output, model=args.model, device=args.device, dicom_out=args.dicom_out,
-                     overwrite=args.overwrite, only=args.case, index=args.index, trust_model=args.trust_model, log=_err)
+                     overwrite=args.overwrite, only=args.case, index=args.index, trust_model=args.trust_model, log=_err,
+                     keep_rejected=args.keep_rejected)
     print(f"{len(rows)} cases done; summary: {Path(args.output) / 'summary.csv'}")
     return 0
 

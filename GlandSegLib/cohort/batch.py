@@ -34,7 +34,11 @@ STATUS_FILE = "batch_status.json"
 SUMMARY_FILE = "summary.csv"
 STAGING_PREFIX = ".glandseg-"  # pipeline._write_outputs stages each result set in OUT/<case>/.glandseg-*/
 SUMMARY_FIELDS = ("case_id", "status", "message", "seconds", "dicom_input", "warnings",
-                  "lacrimal_r_ml", "lacrimal_l_ml", "parotid_r_ml", "parotid_l_ml", "submandibular_r_ml", "submandibular_l_ml")
+                  "lacrimal_r_ml", "lacrimal_l_ml", "parotid_r_ml", "parotid_l_ml", "submandibular_r_ml", "submandibular_l_ml",
+                  # each gland's status (found, cut by / outside the field of view, not found, rejected) and confidence
+                  "lacrimal_r_status", "lacrimal_l_status", "parotid_r_status", "parotid_l_status", "submandibular_r_status",
+                  "submandibular_l_status", "lacrimal_r_confidence", "lacrimal_l_confidence", "parotid_r_confidence",
+                  "parotid_l_confidence", "submandibular_r_confidence", "submandibular_l_confidence")
 Log = Callable[[str], None]
 
 
@@ -101,6 +105,7 @@ def run_batch(
     index: int | None = None,
     trust_model: bool = False,
     log: Log = print,
+    keep_rejected: bool = False,
 ) -> list[dict[str, Any]]:
     """Segment the cases; returns their status rows. CasesFailedError at the end if any failed."""
     from GlandSegLib.segmentation.inference import GlandPredictor
@@ -136,11 +141,13 @@ def run_batch(
             row["dicom_input"] = source.is_dir()
             if predictor is None:
                 predictor = GlandPredictor(info, device, trust_model=trust_model)
-            result = _segment_one(source, outdir, predictor, dicom_out and source.is_dir())
+            result = _segment_one(source, outdir, predictor, dicom_out and source.is_dir(), keep_rejected)
             row.update({"status": "done", "message": "",
                         "warnings": " | ".join(result.report.get("warnings", []))})
             for g in result.report["glands"]:
                 row[f"{_key(g['label'])}_ml"] = g["volume_ml"]
+                row[f"{_key(g['label'])}_status"] = g.get("status")
+                row[f"{_key(g['label'])}_confidence"] = g.get("confidence") if g.get("voxels") else None
         except (KeyboardInterrupt, CancelledError):
             raise
         except GlandSegError as exc:
@@ -173,14 +180,14 @@ def _source(case: BatchCase) -> Path:
     return find_ct_input(case.input) if case.input.is_dir() else case.input
 
 
-def _segment_one(source: Path, outdir: Path, predictor: Any, dicom_out: bool) -> Any:
+def _segment_one(source: Path, outdir: Path, predictor: Any, dicom_out: bool, keep_rejected: bool = False) -> Any:
     """Segment one case; DICOM results only for DICOM inputs (dicom_out is False otherwise)."""
     from GlandSegLib.cohort.cases import quiet_itk
     from GlandSegLib.segmentation.pipeline import segment
 
     with quiet_itk():
         # overwrite=True: an incomplete earlier result (some files deleted) is redone
-        return segment(source, outdir, predictor=predictor, overwrite=True, dicom_out=dicom_out)
+        return segment(source, outdir, predictor=predictor, overwrite=True, dicom_out=dicom_out, keep_rejected=keep_rejected)
 
 
 def _remove_stale_staging(outdir: Path) -> None:

@@ -133,6 +133,14 @@ def probabilities_to_labels(probs: dict[int, np.ndarray], model_crop: sitk.Image
     Interpolating probabilities rather than labels gives smooth boundaries on the finer CT
     grid instead of staircase blocks from the coarser model grid.
     """
+    return labels_and_max_probability(probs, model_crop, target)[0]
+
+
+def labels_and_max_probability(probs: dict[int, np.ndarray], model_crop: sitk.Image,
+                               target: sitk.Image) -> tuple[sitk.Image, np.ndarray]:
+    """probabilities_to_labels, plus the winning probability per voxel (float32, z-y-x, on
+    `target`'s grid; 1 outside the model's crop), which the argmax computes anyway: the
+    network's certainty, for the uncertainty map. One float32 map of the target at a time."""
     def on_target(p: np.ndarray, outside: float) -> np.ndarray:
         img = sitk.GetImageFromArray(p)
         img.CopyInformation(model_crop)
@@ -149,4 +157,4 @@ def probabilities_to_labels(probs: dict[int, np.ndarray], model_crop: sitk.Image
         np.maximum(best, q, out=best)
     out = sitk.GetImageFromArray(labels)
     out.CopyInformation(target)
-    return out
+    return out, best

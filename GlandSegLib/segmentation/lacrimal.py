@@ -16,7 +16,7 @@ outlines and travel in its glandseg-model.json, so a retrained stage carries its
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -43,11 +43,13 @@ def lacrimal_box(parotid_centroid: Sequence[float], offset_mm: Sequence[float], 
 
 
 def stage_boxes(labels: sitk.Image, offsets: Mapping[int, Sequence[float]], box_mm: float = BOX_MM,
-                midline_x: float | None = None) -> dict[int, PhysicalBox]:
+                midline_x: float | None = None, fallback: Mapping[int, Sequence[float]] | None = None) -> dict[int, PhysicalBox]:
     """Per lacrimal label, its box, for each side whose parotid `labels` holds.
 
     A side whose parotid is missing (resected, or not found) borrows the other parotid
-    mirrored across the patient's midline (LPS x), when the midline is known.
+    mirrored across the patient's midline (LPS x), when the midline is known. Without
+    either parotid (a brain-only CT) a side's box is centred on `fallback`, the lacrimal
+    gland's expected centre from other anatomy (the cranium), where given.
     """
     centres = {p: label_centroid(labels, p) for p in LACRIMAL_OF_PAROTID}
     boxes = {}
@@ -59,6 +61,8 @@ def stage_boxes(labels: sitk.Image, offsets: Mapping[int, Sequence[float]], box_
             c[0] = 2 * midline_x - other[0]
         if c is not None and lacrimal in offsets:
             boxes[lacrimal] = lacrimal_box(c, offsets[lacrimal], box_mm)
+        elif c is None and fallback and lacrimal in fallback:
+            boxes[lacrimal] = lacrimal_box(fallback[lacrimal], (0.0, 0.0, 0.0), box_mm)
     return boxes
 
 
@@ -100,7 +104,15 @@ def merge_lacrimal(labels: sitk.Image, side_probs: Mapping[int, tuple[sitk.Image
 def refine_lacrimals(ct: sitk.Image, ct_crop: sitk.Image, labels: sitk.Image, stage,
                      midline_x: float | None = None) -> sitk.Image:
     """Run the lacrimal stage (an inference.GlandPredictor of a stage model) beside each
-    parotid of `labels` and merge its glands into the labels.
+    parotid of `labels` and merge its glands into the labels (see lacrimal_stage)."""
+    return lacrimal_stage(ct, ct_crop, labels, stage, midline_x)[0]
+
+
+def lacrimal_stage(ct: sitk.Image, ct_crop: sitk.Image, labels: sitk.Image, stage, midline_x: float | None = None,
+                   sides: Collection[int] | None = None,
+                   fallback: Mapping[int, Sequence[float]] | None = None) -> tuple[sitk.Image, dict[int, sitk.Image]]:
+    """(labels with the stage's lacrimal glands, per lacrimal label the stage's probability
+    of a lacrimal gland on its box grid, for confidence and the uncertainty map).
 
     `labels` lies on `ct_crop`'s grid (a crop of `ct`); the stage's boxes are cut from the
     whole `ct`, so a box reaching past the head crop still sees real anatomy.
@@ -108,14 +120,22 @@ def refine_lacrimals(ct: sitk.Image, ct_crop: sitk.Image, labels: sitk.Image, st
     Boxes reaching past the scan are filled with air, as in training; a box that misses
     the scan entirely (an anchor far off) leaves that side without a lacrimal gland.
     midline_x: the head box's midline, to mirror a lone parotid (see stage_boxes).
+    sides: the lacrimal labels to look for (default both), e.g. not a side whose gland
+    cannot lie in the scan (GlandSegLib.segmentation.status). fallback: see stage_boxes.
     """
     offsets, box_mm, spacing = stage_settings(stage.info.metadata)
-    side_probs = {}
-    for lacrimal, box in stage_boxes(labels, offsets, box_mm, midline_x).items():
+    side_probs, images = {}, {}
+    for lacrimal, box in stage_boxes(labels, offsets, box_mm, midline_x, fallback).items():
+        if sides is not None and lacrimal not in sides:
+            continue
         try:
             data = resample_box(ct, box, [spacing] * 3)  # exactly as train_lacrimal cut its boxes
         except ValueError:
             continue
         probs = stage.predict_probabilities(data)
-        side_probs[lacrimal] = (data, sum(probs[v] for v in LACRIMAL_LABELS if v in probs))
-    return merge_lacrimal(labels, side_probs, sitk.GetArrayViewFromImage(ct_crop))
+        p = sum(probs[v] for v in LACRIMAL_LABELS if v in probs)
+        side_probs[lacrimal] = (data, p)
+        img = sitk.GetImageFromArray(np.asarray(p, np.float32))
+        img.CopyInformation(data)
+        images[lacrimal] = img
+    return merge_lacrimal(labels, side_probs, sitk.GetArrayViewFromImage(ct_crop)), images

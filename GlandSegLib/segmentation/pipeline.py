@@ -26,11 +26,11 @@ from GlandSegLib.geometry import PhysicalBox, crop, image_bounds, model_grid, pa
 from GlandSegLib.glands import GLANDS
 from GlandSegLib.segmentation.headbox import HeadBox, locate_head
 from GlandSegLib.io.images import read_ct, read_image_file, write_image_atomic
-from GlandSegLib.segmentation.inference import GlandPredictor, probabilities_to_labels
-from GlandSegLib.segmentation.lacrimal import LACRIMAL_LABELS, refine_lacrimals
+from GlandSegLib.segmentation.assessment import UNCERTAINTY_FILE, UNCERTAINTY_VALUES, assess_glands, report_fields, report_summary
+from GlandSegLib.segmentation.inference import GlandPredictor
 from GlandSegLib.models.registry import load_model_info
 from GlandSegLib.segmentation.overview import render_overview
-from GlandSegLib.segmentation.postprocess import keep_largest_component, laterality_warnings
+from GlandSegLib.segmentation.postprocess import laterality_warnings
 from GlandSegLib.progress import Progress
 from GlandSegLib.segmentation.report import write_reports
 from GlandSegLib.io.segfile import write_seg_nrrd
@@ -44,10 +44,11 @@ class SegmentResult:
     outdir: Path
     report: dict
     labels: sitk.Image  # on the input CT grid
+    rejected: sitk.Image | None = None  # segments the anatomy checks rejected (head-crop grid; not written)
 
 
 def check_outdir(outdir: Path, overwrite: bool) -> None:
-    existing = [f for f in OUTPUT_FILES if (outdir / f).exists()]
+    existing = [f for f in (*OUTPUT_FILES, UNCERTAINTY_FILE) if (outdir / f).exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{outdir} already holds GlandSeg results ({', '.join(existing)}); use --overwrite to replace them")
 
@@ -86,9 +87,14 @@ def segment(
     keep_identifiers: bool = False,
     dicom_out: bool = False,
     tile_step: float | None = None,
+    uncertainty: bool = False,
+    keep_rejected: bool = False,
 ) -> SegmentResult:
     """dicom_out: also write a DICOM SEG and an RTSTRUCT referencing the input series (dicom_out.py).
-    tile_step: sliding-window step as a fraction of the patch (None: inference.DEFAULT_TILE_STEP)."""
+    tile_step: sliding-window step as a fraction of the patch (None: inference.DEFAULT_TILE_STEP).
+    uncertainty: also write uncertainty.nii.gz (assessment.UNCERTAINTY_VALUES) on the CT grid.
+    keep_rejected: write the segments the anatomy checks discard as well (status.py); their
+    status still says rejected / outside the field of view, and why."""
     progress = progress or Progress("none")
     outdir = Path(outdir)
     check_outdir(outdir, overwrite)
@@ -130,27 +136,30 @@ def segment(
     progress.start("inference", f"nnU-Net on {predictor.device}")
     probs = predictor.predict_probabilities(model_crop, progress=lambda f, m: progress.update(f, m))
 
-    progress.start("postprocess", "largest component, laterality")
-    labels_crop = probabilities_to_labels(probs, model_crop, ct_crop)
+    progress.start("postprocess", "largest component, anatomy checks, laterality")
+    # statuses (found, cut, outside the field of view, not found, rejected), the lacrimal stage, confidences
+    assessed = assess_glands(ct, ct_crop, model_crop, probs, predictor, box.midline_x, uncertainty=uncertainty, progress=progress,
+                             keep_rejected=keep_rejected)
     del probs
-    labels_crop = keep_largest_component(labels_crop)
-    if predictor.lacrimal is not None:
-        progress.start("lacrimal", "lacrimal glands: second stage beside each orbit")
-        labels_crop = keep_largest_component(refine_lacrimals(ct, ct_crop, labels_crop, predictor.lacrimal, box.midline_x),
-                                             only=LACRIMAL_LABELS)  # the other glands are already one piece
+    labels_crop = assessed.labels
     side_warnings = laterality_warnings(labels_crop, box.midline_x)
     stats = gland_statistics(labels_crop, ct_crop, uptake)
 
     progress.start("paste", "labels back onto the CT grid")
     labels_full = paste(labels_crop, ct)
+    umap_full = None
+    if assessed.uncertainty is not None:
+        umap = sitk.GetImageFromArray(assessed.uncertainty)
+        umap.CopyInformation(ct_crop)
+        umap_full = paste(umap, ct)
 
     progress.start("write", f"writing {outdir}")
     glands = []
     for g in GLANDS:
         row = dict(stats[g.label])
-        row["warnings"] = list(side_warnings[g.label])
-        if row["voxels"] == 0:
-            row["warnings"].append(f"{g.name} not found")
+        fields, status_warnings = report_fields(assessed, g.label)
+        row.update(fields)
+        row["warnings"] = list(side_warnings[g.label]) + status_warnings
         row["laterality_ok"] = not any("swap" in w for w in row["warnings"])
         glands.append(row)
         for w in row["warnings"]:
@@ -168,11 +177,14 @@ def segment(
         "device": predictor.device,
         "locator": "user box" if box.method == "user" else locator,
         "glands": glands,
+        **report_summary(assessed, glands),
         "warnings": list(loaded.warnings) + [w for row in glands for w in row["warnings"]] + list(info.warnings),
     }
+    if umap_full is not None:
+        report["uncertainty_map"] = {"file": UNCERTAINTY_FILE, "values": UNCERTAINTY_VALUES}
     _write_outputs(outdir, report, labels_full, labels_crop, ct_crop, progress, t0,
-                   dicom_files=loaded.series.files if dicom_out and loaded.series else None)
-    return SegmentResult(outdir, report, labels_full)
+                   dicom_files=loaded.series.files if dicom_out and loaded.series else None, uncertainty=umap_full)
+    return SegmentResult(outdir, report, labels_full, assessed.rejected)
 
 
 PATIENT_TAGS = {"0010|0010": "patient_name", "0010|0020": "patient_id", "0010|0030": "patient_birth_date", "0008|0020": "study_date"}
@@ -193,7 +205,8 @@ def _input_identity(input_path: str | Path, series, keep: bool) -> dict:
 
 
 def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_crop: sitk.Image,
-                   ct_crop: sitk.Image, progress: Progress, t0: float, dicom_files: list[str] | None = None) -> None:
+                   ct_crop: sitk.Image, progress: Progress, t0: float, dicom_files: list[str] | None = None,
+                   uncertainty: sitk.Image | None = None) -> None:
     """Stage every file in a hidden folder, then move them in: no half-written result set."""
     outdir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".glandseg-", dir=outdir))
@@ -202,6 +215,9 @@ def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_c
         write_seg_nrrd(labels_crop, stage / "glands.seg.nrrd")
         render_overview(ct_crop, labels_crop, stage / "overview.png", title=f"GlandSeg {report['model']['name']}")
         names = list(OUTPUT_FILES)
+        if uncertainty is not None:
+            write_image_atomic(uncertainty, stage / UNCERTAINTY_FILE)
+            names.append(UNCERTAINTY_FILE)
         if dicom_files is not None:
             from GlandSegLib.io.dicom_out import write_dicom_outputs
 
@@ -212,6 +228,8 @@ def _write_outputs(outdir: Path, report: dict, labels_full: sitk.Image, labels_c
         write_reports(report, stage)
         for name in names:
             os.replace(stage / name, outdir / name)
+        if uncertainty is None:  # an earlier run's map would sit beside labels it does not describe
+            (outdir / UNCERTAINTY_FILE).unlink(missing_ok=True)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     progress.done(f"wrote {outdir}")

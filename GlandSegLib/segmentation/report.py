@@ -10,7 +10,9 @@ from pathlib import Path
 from GlandSegLib.io.images import write_text_atomic
 
 CSV_FIELDS = ("label", "name", "volume_ml", "voxels", "hu_mean", "hu_sd", "hu_median", "centroid_lps_mm",
-              "uptake_mean", "uptake_max", "uptake_total", "warnings")
+              "uptake_mean", "uptake_max", "uptake_total", "status", "status_reason", "confidence", "expected_dice",
+              "mean_probability", "boundary_uncertain_share", "expert_volume_median_ml", "expert_volume_p5_ml",
+              "expert_volume_p95_ml", "warnings")
 
 
 def write_reports(report: dict, folder: Path) -> None:
@@ -23,5 +25,7 @@ def write_reports(report: dict, folder: Path) -> None:
         if r.get("centroid_lps_mm") is not None:
             r["centroid_lps_mm"] = " ".join(str(v) for v in r["centroid_lps_mm"])
         r["warnings"] = " | ".join(r.get("warnings", []))
+        for k, v in (r.get("expert_volume_ml") or {}).items():  # the experts' volumes, flat for a spreadsheet
+            r[f"expert_volume_{k}_ml"] = v
         w.writerow(r)
     write_text_atomic(buf.getvalue(), folder / "report.csv")
