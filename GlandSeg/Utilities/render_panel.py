@@ -4,10 +4,11 @@ Outside Slicer there are no Slicer/CTK widgets, so the .ui is loaded with PySide
 swapping each Slicer widget for its plain Qt look-alike (node combo box -> QComboBox,
 collapsible button -> group box, MRML table view -> QTableWidget). The layout, labels,
 tooltips and order are the real .ui's; the contents shown are those after a run on the
-phantom, with statistics computed by GlandSegLib.segmentation.stats from the phantom's true labels.
+phantom, with statistics computed by GlandSegLib.segmentation.stats from the phantom's true labels,
+and the review table from a real run's report.json (`make demo` writes out/demo/report.json).
 
     .venv/bin/pip install PySide6-Essentials    # only for this script
-    QT_QPA_PLATFORM=offscreen .venv/bin/python GlandSeg/Utilities/render_panel.py
+    QT_QPA_PLATFORM=offscreen .venv/bin/python GlandSeg/Utilities/render_panel.py [out/demo/report.json]
 """
 
 from __future__ import annotations
@@ -85,25 +86,21 @@ def phantom_rows() -> list[list[str]]:
             for g in GLANDS]
 
 
-def fill(panel: QWidget, collapsed: dict[str, bool]) -> None:
-    def child(name, cls=QWidget):
-        w = panel.findChild(cls, name)
-        assert w is not None, name
-        return w
+def review_table_rows(report_path: Path) -> tuple[list[str], list[list[str]]]:
+    """The Review table as the module fills it (GlandSegSlicerLib.review) from a run's report."""
+    import json
 
-    for name, text in (("inputVolumeSelector", "phantom_head_ct"), ("uptakeVolumeSelector", "None"),
-                       ("headBoxSelector", "GlandSeg head box"), ("outputSegmentationSelector", "phantom_head_ct glands")):
-        child(name, QComboBox).addItem(text)
-    child("modelComboBox", QComboBox).addItem("glandseg-v3 (shipped)")
-    child("detectedDeviceLabel", QLabel).setText("no CUDA GPU visible: CPU only")
-    child("applyButton").setEnabled(True)
-    child("recomputeStatisticsButton").setEnabled(True)
-    child("progressBar").setValue(100)
-    child("statusLabel", QLabel).setText("Done: 'phantom_head_ct glands', 6 of 6 glands found.")
-    child("warningsLabel", QLabel).hide()
-    table = child("statisticsTableView", QTableWidget)
-    header = ["Gland", "Volume\n[ml]", "HU mean\n[HU]", "HU SD\n[HU]", "HU median\n[HU]"]
-    rows = phantom_rows()
+    sys.path.insert(0, str(REPO / "GlandSeg"))
+    from GlandSegSlicerLib.review import REVIEW_COLUMNS, review_rows
+
+    rows = review_rows(json.loads(report_path.read_text()))
+    header = [title + (f"\n[{unit}]" if unit else "") for _k, title, unit in REVIEW_COLUMNS]
+    cells = [["" if r[k] is None else (f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])) for k, _t, _u in REVIEW_COLUMNS]
+             for r in rows]
+    return header, cells
+
+
+def fill_table(table: QTableWidget, header: list[str], rows: list[list[str]]) -> None:
     table.setColumnCount(len(header))
     table.setRowCount(len(rows))
     table.setHorizontalHeaderLabels(header)
@@ -121,6 +118,30 @@ def fill(panel: QWidget, collapsed: dict[str, bool]) -> None:
     height = table.horizontalHeader().sizeHint().height() + sum(table.rowHeight(r) for r in range(len(rows))) + 4
     table.setMinimumHeight(height)
     table.setMaximumHeight(height)
+
+
+def fill(panel: QWidget, collapsed: dict[str, bool], report_path: Path | None = None) -> None:
+    def child(name, cls=QWidget):
+        w = panel.findChild(cls, name)
+        assert w is not None, name
+        return w
+
+    for name, text in (("inputVolumeSelector", "phantom_head_ct"), ("uptakeVolumeSelector", "None"),
+                       ("headBoxSelector", "GlandSeg head box"), ("outputSegmentationSelector", "phantom_head_ct glands")):
+        child(name, QComboBox).addItem(text)
+    child("modelComboBox", QComboBox).addItem("glandseg-v3 (shipped)")
+    child("detectedDeviceLabel", QLabel).setText("no CUDA GPU visible: CPU only")
+    child("applyButton").setEnabled(True)
+    child("recomputeStatisticsButton").setEnabled(True)
+    child("progressBar").setValue(100)
+    child("statusLabel", QLabel).setText("Done: 'phantom_head_ct glands', 6 of 6 glands found.")
+    child("warningsLabel", QLabel).hide()
+    fill_table(child("statisticsTableView", QTableWidget),
+               ["Gland", "Volume\n[ml]", "HU mean\n[HU]", "HU SD\n[HU]", "HU median\n[HU]"], phantom_rows())
+    if report_path is not None and report_path.is_file():
+        fill_table(child("reviewTableView", QTableWidget), *review_table_rows(report_path))
+        child("measureCorrectionsButton").setEnabled(True)
+    child("correctionsTableView", QTableWidget).hide()
     for name, is_collapsed in collapsed.items():
         box = child(name, QGroupBox)
         box.setTitle(("\u25b8 " if is_collapsed else "\u25be ") + box.title())
@@ -162,7 +183,7 @@ def main() -> None:
     app.setFont(QFont("DejaVu Sans", 9))
     data, collapsed = plain_qt_ui(UI)
     panel = load(data)
-    fill(panel, collapsed)
+    fill(panel, collapsed, Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "out" / "demo" / "report.json")
     frame = framed(panel)
     frame.adjustSize()
     frame.resize(max(frame.minimumSizeHint().width(), 460), frame.minimumSizeHint().height())

@@ -177,9 +177,23 @@ SOURCE_STYLE = {"sample": ("sample CT", "o"), "heldout_phantoms": ("held-out pha
                 "pddca": ("PDDCA real CT", "D"), "openkbp_validation": ("OpenKBP real CT", "^")}
 
 
-def draw_figure(result: dict, sample_run, path: Path) -> None:
-    """README picture: confidence against Dice for every scored segment (left), and the
-    sample's uncertainty map on an axial slice through the parotids (right)."""
+def figure_run(predictor, work: Path, pddca: Path | None):
+    """The right panel's run, with its uncertainty map: the PDDCA real CT where given (its
+    submandibular glands are the poorest, least confident segments: what a reviewer should
+    see first), else the shipped sample (its parotids)."""
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.segmentation.pipeline import segment
+
+    path, glands, title = ((pddca / "ct-dicom", (5, 6), "PDDCA real CT") if pddca is not None
+                           else (SAMPLE / "phantom_head_ct.nii.gz", (3, 4), "sample CT"))
+    run = segment(path, work / "figure", predictor=predictor, uncertainty=True)
+    return run, read_ct(path).image, glands, title
+
+
+def draw_figure(result: dict, shown_run, shown_ct: sitk.Image, path: Path, glands: tuple[int, ...] = (3, 4),
+                title: str = "sample CT") -> None:
+    """README picture: confidence against Dice for every scored segment (left), and one
+    run's uncertainty map on an axial slice through `glands` (right), with their confidence."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,16 +212,27 @@ def draw_figure(result: dict, sample_run, path: Path) -> None:
     ax.set_ylabel("Dice against the experts")
     ax.set_title(f"written segments: Spearman {rho['rho']:.2f} (n = {rho['n']})", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_run.outdir / "glands_labelmap.nii.gz")))
-    u = sitk.GetArrayFromImage(sitk.ReadImage(str(sample_run.outdir / "uncertainty.nii.gz")))
-    img = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE / "phantom_head_ct.nii.gz")))
-    z = int(np.argwhere(np.isin(ct, (3, 4)))[:, 0].mean())
-    ys, xs = np.nonzero(img[z] > -400)  # the head's extent on that slice
+    labels = sitk.ReadImage(str(shown_run.outdir / "glands_labelmap.nii.gz"))
+    ct = sitk.GetArrayFromImage(labels)
+    u = sitk.GetArrayFromImage(sitk.ReadImage(str(shown_run.outdir / "uncertainty.nii.gz")))
+    # the CT as the run saw it, on the label map's grid (the input may be a DICOM series)
+    img = sitk.GetArrayFromImage(sitk.Resample(shown_ct, labels, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32))
+    z = int(np.argwhere(np.isin(ct, glands))[:, 0].mean())
+    # the body on that slice, without the couch: the connected tissue region holding the glands
+    from scipy import ndimage
+
+    parts, _ = ndimage.label(ndimage.binary_opening(img[z] > -400, iterations=2))
+    keep = np.unique(parts[np.isin(ct[z], glands) & (parts > 0)])
+    ys, xs = np.nonzero(np.isin(parts, keep)) if keep.size else np.nonzero(img[z] > -400)
     view = (slice(max(ys.min() - 5, 0), ys.max() + 6), slice(max(xs.min() - 5, 0), xs.max() + 6))
     ax2.imshow(img[z][view], cmap="gray", vmin=-160, vmax=240)  # LPS storage: patient's right on the image's left
     shown = ax2.imshow(np.ma.masked_less(u[z][view], 3), cmap="inferno", vmin=0, vmax=50, alpha=0.9, interpolation="nearest")
-    ax2.contour(np.isin(ct[z][view], (3, 4)), levels=[0.5], colors="white", linewidths=0.6, linestyles="dotted")
-    ax2.set_title("sample CT: uncertainty.nii.gz (percent); dotted: the parotids", fontsize=10)
+    ax2.contour(np.isin(ct[z][view], glands), levels=[0.5], colors="cyan", linewidths=1.0)
+    rows = {g["label"]: g for g in shown_run.report["glands"]}
+    names = ", ".join(f"{rows[lab]['name'].split()[0]} {rows[lab]['confidence']:.2f}" for lab in glands
+                      if rows[lab].get("confidence") is not None)
+    organ = rows[glands[0]]["name"].split()[1]
+    ax2.set_title(f"{title}: uncertainty (%)\ncyan: GlandSeg's {organ} glands\nconfidence {names}", fontsize=9)
     ax2.set_xticks([])
     ax2.set_yticks([])
     ax2.text(0.02, 0.5, "R", transform=ax2.transAxes, color="yellow", fontsize=13, va="center")
@@ -253,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.figure is None:
             ap.error("--figure-only needs --figure")
         with tempfile.TemporaryDirectory() as tmp:
-            run = segment(SAMPLE / "phantom_head_ct.nii.gz", Path(tmp) / "sample", predictor=predictor, uncertainty=True)
-            draw_figure(json.loads(args.out.read_text()), run, args.figure)
+            run, ct, glands, title = figure_run(predictor, Path(tmp), args.pddca)
+            draw_figure(json.loads(args.out.read_text()), run, ct, args.figure, glands, title)
         return 0
     rows, statuses, failures = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1, default=dict))
     if args.figure is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            run = segment(SAMPLE / "phantom_head_ct.nii.gz", Path(tmp) / "sample", predictor=predictor, uncertainty=True)
-            draw_figure(result, run, args.figure)
+            run, ct, glands, title = figure_run(predictor, Path(tmp), args.pddca)
+            draw_figure(result, run, ct, args.figure, glands, title)
     s = result["summary"]["all"]
     print(f"{len(rows)} scored segments; Spearman (confidence vs Dice) {s['spearman']['confidence']}; "
           f"poor segments (Dice < {POOR_DICE}): {s['poor']}")
