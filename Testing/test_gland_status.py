@@ -130,6 +130,26 @@ def test_a_gland_far_from_its_place_is_rejected(sample):
     assert s.status == REJECTED and "far from where it lies" in s.reason, s
 
 
+def test_a_swapped_gland_is_judged_up_down_but_not_left_right(sample):
+    """A left submandibular gland found where the right one lies (right one resected) is a
+    left/right swap, reported as such and kept; the same segment 60 mm higher is rejected:
+    a swap does not explain its height (the shipped model put such a fragment in a
+    brain-only scan)."""
+    ct, labels = sample
+    arr = sitk.GetArrayFromImage(labels)
+    xs = {lab: np.mean([labels.TransformIndexToPhysicalPoint([int(i), 0, 0])[0] for i in np.nonzero((arr == lab).any(axis=(0, 1)))[0]])
+          for lab in (5, 6)}
+    arr[arr == 5] = 0
+    resected = sitk.GetImageFromArray(arr)
+    resected.CopyInformation(labels)
+    for lift, expected in ((0.0, FOUND), (60.0, REJECTED)):
+        moved = _moved(resected, 6, (xs[5] - xs[6], 0.0, lift))
+        judge = GlandAssessor(ct, ct, find_cranium(ct), ExpectedAnatomy.load())
+        s = judge.assess(moved, [3, 4, 5, 6], swapped={6})[6]
+        assert s.status == expected, (lift, s)
+    assert "far from where it lies" in s.reason, s
+
+
 def test_a_fragment_far_below_the_experts_volumes_is_kept_and_flagged(sample):
     """An under-segmented gland in its right place (what the model does to real submandibular
     glands) stays, so the reviewer grows it rather than drawing it from nothing."""

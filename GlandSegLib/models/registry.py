@@ -18,7 +18,7 @@ from pathlib import Path
 from GlandSegLib.errors import ModelError
 from GlandSegLib.names import map_model_labels
 
-DEFAULT_MODEL = "glandseg-v3"
+DEFAULT_MODEL = "glandseg-v4"
 METADATA = "glandseg-model.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -59,6 +59,7 @@ K_SD = 3.0  # the experts' spread: 99.7% of a normal distribution lies within 3 
 INSIDE_CRANIUM_SHARE = 0.5  # "inside" = most of its voxels
 AIR_HU = -500.0  # halfway from water to air: only used to word a rejection ("in air")
 AXES = "xyz"
+SWAPPED_AXES = "yz"  # a gland on the wrong side is judged front-back and up-down only
 EDGES = {("x", 0): "right", ("x", 1): "left", ("y", 0): "front", ("y", 1): "back", ("z", 0): "bottom", ("z", 1): "top"}
 QUANTITY_AXIS = {"centroid_x": "x", "centroid_y": "y", "centroid_z": "z", "top": "z", "bottom": "z"}
 
@@ -213,11 +214,15 @@ class GlandAssessor:
             return f"its expected place ({'; '.join(placed)}) reaches beyond {' and '.join(partly)}: it may lie outside the scan"
         return f"its expected place ({'; '.join(placed)}) is in the scan"
 
-    def compare(self, seg: Segment, features: Mapping[str, tuple[str, float, float]]) -> tuple[bool, str | None]:
+    def compare(self, seg: Segment, features: Mapping[str, tuple[str, float, float]],
+                axes: str = AXES) -> tuple[bool, str | None]:
         """(whether the features predict the segment's centre at all, how it departs by more
-        than K_SD SD on its worst axis or None). Per axis the most precise feature decides."""
+        than K_SD SD on its worst axis or None). Per axis the most precise feature decides;
+        only the physical `axes` given are judged."""
         worst, predicted = None, False
         for i, a in enumerate(AXES):
+            if a not in axes:
+                continue
             preds = self.predictions(seg.key, f"centroid_{a}", features)
             if not preds:
                 continue
@@ -232,10 +237,10 @@ class GlandAssessor:
     def assess(self, labels: sitk.Image, only: Collection[int], swapped: Collection[int] = ()) -> dict[int, GlandStatus]:
         """Statuses of the glands `only`; accepted ones become references for later calls.
 
-        `swapped`: glands on the wrong side of the head (postprocess.laterality_warnings). Their
-        position is explained by a left/right swap, which the report names as such: they are
-        not rejected as misplaced, nor used to judge where the others lie (the other checks
-        still apply)."""
+        `swapped`: glands on the wrong side of the head (postprocess.laterality_warnings). A
+        left/right swap explains their lateral position, which the report names as such: they
+        are judged front-back and up-down only (a swapped gland is still at its own height),
+        and not used to judge where the others lie."""
         segs = {lab: s for lab in only if (s := self.measure(labels, lab)) is not None}
         status: dict[int, GlandStatus] = {}
         for lab, seg in segs.items():
@@ -244,10 +249,13 @@ class GlandAssessor:
                 status[lab] = GlandStatus(lab, REJECTED, reason, candidate_ml=round(seg.volume_ml, 3))
         if self.cranium.top_z is not None:
             for lab, seg in segs.items():
-                if lab not in status and lab not in swapped and (why := self.compare(seg, self.cranium.features())[1]):
+                axes = SWAPPED_AXES if lab in swapped else AXES
+                if lab not in status and (why := self.compare(seg, self.cranium.features(), axes)[1]):
                     status[lab] = GlandStatus(lab, REJECTED, f"far from where it lies relative to the cranium: {why}",
                                               candidate_ml=round(seg.volume_ml, 3))
         self._mutual({lab: s for lab, s in segs.items() if lab not in swapped}, status)
+        self._swapped_against_others({lab: s for lab, s in segs.items() if lab in swapped and lab not in status},
+                                     {lab: s for lab, s in segs.items() if lab not in swapped and lab not in status}, status)
         for lab in only:
             seg = segs.get(lab)
             if seg is not None and lab not in status and lab not in swapped:
@@ -279,6 +287,20 @@ class GlandAssessor:
             return (f"volume {seg.volume_ml:.2f} ml far above the experts' range "
                     f"(5-95%: {v['p5']:.2f}-{v['p95']:.2f} ml)")
         return None
+
+    def _swapped_against_others(self, swapped: dict[int, Segment], others: dict[int, Segment],
+                                status: dict[int, GlandStatus]) -> None:
+        """A swapped gland that most of the other glands found (at least two) place elsewhere
+        front-back or up-down is rejected: a swap does not explain that."""
+        refs = {**self.accepted, **others}
+        for lab, seg in swapped.items():
+            verdicts = [(o, why) for o in refs.values() if o.label != lab
+                        for predicted, why in [self.compare(seg, o.features(), SWAPPED_AXES)] if predicted]
+            against = [(o, why) for o, why in verdicts if why]
+            if len(against) >= 2 and len(against) > len(verdicts) / 2:
+                status[lab] = GlandStatus(lab, REJECTED, f"far from where it lies relative to the other glands found "
+                                          f"({len(against)} of {len(verdicts)} disagree, left/right aside): {against[0][1]}",
+                                          candidate_ml=round(seg.volume_ml, 3))
 
     def _mutual(self, segs: dict[int, Segment], status: dict[int, GlandStatus]) -> None:
         """Reject, one at a time, the gland that most of the others found disagree with (at
