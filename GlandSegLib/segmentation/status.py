@@ -31,7 +31,11 @@ not found
     in view (or not decidable: no reference), and nothing was found; the reason says
     whether the gland's expected place lies wholly in the scan or reaches beyond an edge.
 
-Rejected and outside segments are removed from the labels, so no output writes them.
+A gland found on the wrong side of the head (a possible left/right swap, which the report
+names) is judged front-back and up-down only: a swap explains its side, not its height.
+
+Rejected and outside segments are removed from the labels, so no output writes them
+(unless the user asks for them: segment(keep_rejected=True), `--keep-rejected`).
 """
 
 from __future__ import annotations
