@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -399,43 +399,48 @@ UPTAKE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def statistics_to_table(stats: dict[int, dict], table_node: slicer.vtkMRMLTableNode, *, uptake: bool) -> None:
-    """Fill a table node with one row per gland from GlandSegLib.segmentation.stats.gland_statistics rows.
+def fill_table(table_node: slicer.vtkMRMLTableNode, rows: Sequence[Mapping[str, object]],
+               columns: Iterable[tuple[str, str, str | None]], descriptions: Mapping[str, str] | None = None) -> None:
+    """Rows into a locked table node (computed values: change the segments and compute again).
 
-    Numbers stay numbers (double columns, NaN where a gland is empty) so the table sorts,
-    plots and exports to CSV as values, not text.
+    columns: (key in the row, title, unit); unit None makes a text column, anything else a
+    double column (NaN where the value is missing), so the table sorts, plots and exports
+    to CSV as values, not text. descriptions: title -> column description.
     """
-    columns = BASE_COLUMNS + (UPTAKE_COLUMNS if uptake else ())
     table = vtk.vtkTable()
-    names = vtk.vtkStringArray()
-    names.SetName("Gland")
-    names.SetNumberOfValues(len(GLANDS))
-    arrays = []
-    for key, title, _unit, _desc in columns:
-        a = vtk.vtkDoubleArray()
-        a.SetName(title)
-        a.SetNumberOfValues(len(GLANDS))
-        arrays.append((key, a))
-    for row, g in enumerate(GLANDS):
-        values = stats.get(g.label, {})
-        names.SetValue(row, g.name)
-        for key, a in arrays:
-            v = values.get(key)
-            if key == "volume_ml" and v is None:
-                v = 0.0
-            a.SetValue(row, float(v) if v is not None else math.nan)
-    table.AddColumn(names)
-    for _key, a in arrays:
-        table.AddColumn(a)
-    was = table_node.StartModify()
-    table_node.SetAndObserveTable(table)
-    table_node.SetColumnDescription("Gland", "gland (patient's right/left)")
-    for _key, title, unit, desc in columns:
+    units = {}
+    for key, title, unit in columns:
+        arr = vtk.vtkStringArray() if unit is None else vtk.vtkDoubleArray()
+        arr.SetName(title)
+        arr.SetNumberOfValues(len(rows))
+        for i, row in enumerate(rows):
+            v = row.get(key)
+            if unit is None:
+                arr.SetValue(i, "" if v is None else str(v))
+            else:
+                arr.SetValue(i, math.nan if v is None else float(v))
+        table.AddColumn(arr)
         if unit:
-            table_node.SetColumnUnitLabel(title, unit)
+            units[title] = unit
+    was = table_node.StartModify()
+    table_node.SetLocked(False)
+    table_node.SetAndObserveTable(table)
+    for title, unit in units.items():
+        table_node.SetColumnUnitLabel(title, unit)
+    for title, desc in (descriptions or {}).items():
         table_node.SetColumnDescription(title, desc)
-    table_node.SetLocked(True)  # computed values: edit the segments and recompute instead
+    table_node.SetLocked(True)
     table_node.EndModify(was)
+
+
+def statistics_to_table(stats: dict[int, dict], table_node: slicer.vtkMRMLTableNode, *, uptake: bool) -> None:
+    """Fill a table node with one row per gland from GlandSegLib.segmentation.stats.gland_statistics rows
+    (an empty gland: volume 0, the other values NaN)."""
+    columns = BASE_COLUMNS + (UPTAKE_COLUMNS if uptake else ())
+    rows = [{**stats.get(g.label, {}), "name": g.name, "volume_ml": stats.get(g.label, {}).get("volume_ml") or 0.0}
+            for g in GLANDS]
+    fill_table(table_node, rows, [("name", "Gland", None)] + [(key, title, unit) for key, title, unit, _d in columns],
+               {"Gland": "gland (patient's right/left)", **{title: desc for _k, title, _u, desc in columns}})
 
 
 def table_rows(table_node: slicer.vtkMRMLTableNode) -> list[dict[str, object]]:

@@ -20,18 +20,15 @@ buttons to it.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import slicer
-import vtk
 
 from GlandSegSlicerLib import nodes
 from GlandSegLib.glands import BY_KEY, GLANDS
+from GlandSegLib.segmentation.report import gland_status, glands_in_review_order
 
 REF_ORIGINAL = "GlandSeg.original"
 REF_REVIEW_TABLE = "GlandSeg.review"
@@ -53,34 +50,6 @@ CORRECTION_COLUMNS = (("name", "Gland", None), ("status", "Change", None), ("dic
 
 # ----------------------------------------------------------------------------- tables
 
-def fill_table(table_node: slicer.vtkMRMLTableNode, rows: Sequence[Mapping[str, object]],
-               columns: Iterable[tuple[str, str, str | None]]) -> None:
-    """Rows into a locked table: numbers as double columns (NaN where missing), so the table
-    sorts and exports as values; text as string columns."""
-    table = vtk.vtkTable()
-    units = {}
-    for key, title, unit in columns:
-        arr = vtk.vtkStringArray() if unit is None else vtk.vtkDoubleArray()
-        arr.SetName(title)
-        arr.SetNumberOfValues(len(rows))
-        for i, row in enumerate(rows):
-            v = row.get(key)
-            if unit is None:
-                arr.SetValue(i, "" if v is None else str(v))
-            else:
-                arr.SetValue(i, math.nan if v is None else float(v))
-        table.AddColumn(arr)
-        if unit:
-            units[title] = unit
-    was = table_node.StartModify()
-    table_node.SetLocked(False)
-    table_node.SetAndObserveTable(table)
-    for title, unit in units.items():
-        table_node.SetColumnUnitLabel(title, unit)
-    table_node.SetLocked(True)  # computed: change the segments and measure again instead
-    table_node.EndModify(was)
-
-
 def _referenced_table(segmentation_node, role: str, suffix: str) -> slicer.vtkMRMLTableNode:
     table = segmentation_node.GetNodeReference(role)
     if table is None:
@@ -96,15 +65,11 @@ def review_rows(report: Mapping) -> list[dict[str, object]]:
     """The report's glands in review order (report["review_order"]: least confident first,
     then the glands without a segment). A report from a GlandSeg before statuses existed
     gives found / not found from the voxel count."""
-    by_label = {int(g["label"]): g for g in report.get("glands", [])}
-    order = [int(v) for v in report.get("review_order", []) if int(v) in by_label]
-    order += [lab for lab in sorted(by_label) if lab not in order]
     rows = []
-    for lab in order:
-        g = by_label[lab]
+    for g in glands_in_review_order(report):
         expert = g.get("expert_volume_ml") or {}
-        status = g.get("status") or ("found" if g.get("voxels") else "not found")
-        rows.append({"label": lab, "name": g.get("name", ""), "status": status, "confidence": g.get("confidence"),
+        rows.append({"label": int(g["label"]), "name": g.get("name", ""), "status": gland_status(g),
+                     "confidence": g.get("confidence"),
                      "volume_ml": g.get("volume_ml") if g.get("voxels") else None,
                      "expert_p5_ml": expert.get("p5"), "expert_p95_ml": expert.get("p95"),
                      "reason": "; ".join([g.get("status_reason") or ""] + list(g.get("status_notes") or [])).strip("; ")})
@@ -117,7 +82,7 @@ def show_review(segmentation_node, report: Mapping) -> slicer.vtkMRMLTableNode:
     segment properties and saved with the segmentation)."""
     rows = review_rows(report)
     table = _referenced_table(segmentation_node, REF_REVIEW_TABLE, "review")
-    fill_table(table, rows, REVIEW_COLUMNS)
+    nodes.fill_table(table, rows, REVIEW_COLUMNS)
     segmentation = segmentation_node.GetSegmentation()
     keys = {g.label: g.key for g in GLANDS}
     for row in rows:
@@ -201,6 +166,7 @@ def measure_corrections(segmentation_node, reference_volume_node=None, csv_path:
     """(table node, rows): each gland's segments now against the kept original. Raises
     ValueError when there is no original (a segmentation GlandSeg did not make)."""
     from GlandSegLib.cohort.compare import compare_segmentations
+    from GlandSegLib.cohort.datareport import to_csv
     from GlandSegLib.io.images import write_text_atomic
 
     original_node = segmentation_node.GetNodeReference(REF_ORIGINAL)
@@ -218,13 +184,8 @@ def measure_corrections(segmentation_node, reference_volume_node=None, csv_path:
         row["edit_seconds_all_glands"] = seconds
         row["edits_all_glands"] = edits
     table = _referenced_table(segmentation_node, REF_CORRECTIONS_TABLE, "corrections")
-    fill_table(table, rows, CORRECTION_COLUMNS)
+    nodes.fill_table(table, rows, CORRECTION_COLUMNS)
     table.SetAttribute("GlandSeg.editSeconds", f"{seconds:.1f}")
     if csv_path is not None:
-        buf = io.StringIO()
-        fields = ["name", *[k for k in rows[0] if k != "name"]]
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(buf.getvalue(), Path(csv_path))
+        write_text_atomic(to_csv(rows, ["name", *[k for k in rows[0] if k != "name"]]), Path(csv_path))
     return table, rows

@@ -144,16 +144,14 @@ def summary_lines(report: dict) -> list[str]:
     """The terminal summary: the segments least confident first (the order to review them
     in), then the glands without a segment, each with its status. '!' marks a volume
     outside the experts' 5-95% range."""
-    by_label = {row["label"]: row for row in report["glands"]}
-    order = list(report.get("review_order", []))
-    order += [lab for lab in by_label if lab not in order]
+    from GlandSegLib.segmentation.report import gland_status, glands_in_review_order
+
     lines = ["  review in this order (least confident first):",
              f"  {'gland':<27}{'volume':>10}  {'experts 5-95%':<15}{'confidence':>10}  {'HU mean ± SD':<15} status"]
-    for lab in order:
-        row = by_label[lab]
+    for row in glands_in_review_order(report):
         exp = row.get("expert_volume_ml") or {}
         experts = f"{exp['p5']:.2f}-{exp['p95']:.2f} ml" if exp else ""
-        status = row.get("status", "found" if row["voxels"] else "not found")
+        status = gland_status(row)
         if row.get("status_reason") and status != "found":
             status += f": {row['status_reason']}"
         if row["voxels"]:

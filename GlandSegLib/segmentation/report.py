@@ -29,3 +29,18 @@ def write_reports(report: dict, folder: Path) -> None:
             r[f"expert_volume_{k}_ml"] = v
         w.writerow(r)
     write_text_atomic(buf.getvalue(), folder / "report.csv")
+
+
+def glands_in_review_order(report: dict) -> list[dict]:
+    """The report's gland rows in the order to review them: report["review_order"] (the
+    written segments, least confident first), then the other glands in label order. The
+    terminal summary and the Slicer review table both list them this way."""
+    by_label = {int(g["label"]): g for g in report.get("glands", [])}
+    order = [int(v) for v in report.get("review_order", []) if int(v) in by_label]
+    order += [lab for lab in sorted(by_label) if lab not in order]
+    return [by_label[lab] for lab in order]
+
+
+def gland_status(row: dict) -> str:
+    """A gland row's status; a report written before statuses existed: found / not found."""
+    return row.get("status") or ("found" if row.get("voxels") else "not found")

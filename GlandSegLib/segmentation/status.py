@@ -292,18 +292,25 @@ class GlandAssessor:
                     f"(5-95%: {v['p5']:.2f}-{v['p95']:.2f} ml)")
         return None
 
+    def _outvoted(self, seg: Segment, refs: Mapping[int, Segment], axes: str = AXES) -> tuple[list[str], int] | None:
+        """(the disagreeing references' reasons, how many references predict the segment) when
+        most of the other glands in `refs` that predict it, and at least two, place it elsewhere
+        on `axes`; None otherwise."""
+        verdicts = [why for o in refs.values() if o.label != seg.label
+                    for predicted, why in [self.compare(seg, o.features(), axes)] if predicted]
+        against = [why for why in verdicts if why]
+        return (against, len(verdicts)) if len(against) >= 2 and len(against) > len(verdicts) / 2 else None
+
     def _swapped_against_others(self, swapped: dict[int, Segment], others: dict[int, Segment],
                                 status: dict[int, GlandStatus]) -> None:
         """A swapped gland that most of the other glands found (at least two) place elsewhere
         front-back or up-down is rejected: a swap does not explain that."""
         refs = {**self.accepted, **others}
         for lab, seg in swapped.items():
-            verdicts = [(o, why) for o in refs.values() if o.label != lab
-                        for predicted, why in [self.compare(seg, o.features(), SWAPPED_AXES)] if predicted]
-            against = [(o, why) for o, why in verdicts if why]
-            if len(against) >= 2 and len(against) > len(verdicts) / 2:
+            if (out := self._outvoted(seg, refs, SWAPPED_AXES)) is not None:
+                against, n = out
                 status[lab] = GlandStatus(lab, REJECTED, f"far from where it lies relative to the other glands found "
-                                          f"({len(against)} of {len(verdicts)} disagree, left/right aside): {against[0][1]}",
+                                          f"({len(against)} of {n} disagree, left/right aside): {against[0]}",
                                           candidate_ml=round(seg.volume_ml, 3))
 
     def _mutual(self, segs: dict[int, Segment], status: dict[int, GlandStatus]) -> None:
@@ -314,22 +321,15 @@ class GlandAssessor:
             refs = {**self.accepted, **alive}
             worst = None
             for lab, seg in alive.items():
-                verdicts = []
-                for other in refs.values():
-                    if other.label != lab:
-                        predicted, why = self.compare(seg, other.features())
-                        if predicted:
-                            verdicts.append((other, why))
-                against = [(o, why) for o, why in verdicts if why]
-                if len(against) >= 2 and len(against) > len(verdicts) / 2:
-                    share = len(against) / len(verdicts)
-                    if worst is None or share > worst[0]:
-                        worst = (share, lab, against, len(verdicts))
+                if (out := self._outvoted(seg, refs)) is not None:
+                    against, n = out
+                    if worst is None or len(against) / n > worst[0]:
+                        worst = (len(against) / n, lab, against, n)
             if worst is None:
                 return
             _, lab, against, n = worst
             status[lab] = GlandStatus(lab, REJECTED, f"far from where it lies relative to the other glands found "
-                                      f"({len(against)} of {n} disagree): {against[0][1]}",
+                                      f"({len(against)} of {n} disagree): {against[0]}",
                                       candidate_ml=round(segs[lab].volume_ml, 3))
 
     def _found(self, seg: Segment) -> GlandStatus:
