@@ -240,6 +240,13 @@ def test_keep_rejected_writes_the_discarded_segments_and_says_so(sample, predict
     for lab in kept:
         assert rows[lab]["status"] in (OUTSIDE, REJECTED) and (written == lab).sum() == rows[lab]["voxels"]
         assert any("written anyway" in n for n in rows[lab]["status_notes"]), rows[lab]
+    # keeping changes what is written, not what is found: the lacrimal stage still anchors on
+    # accepted glands only (a kept "parotid" in the brain once moved its boxes off the orbits)
+    (tmp_path / "plain").mkdir()
+    _, plain = _segment_top(sample, predictor, tmp_path / "plain", 120.0)
+    for lab in LACRIMAL:
+        assert rows[lab]["status"] == plain[lab]["status"] == "found", (rows[lab], plain[lab])
+        assert rows[lab]["voxels"] == plain[lab]["voxels"]
 
 
 def test_ct_ending_at_the_upper_jaw_cuts_the_parotids_and_leaves_out_the_submandibular_glands(sample, predictor, tmp_path):

@@ -60,14 +60,18 @@ def assess_glands(ct: sitk.Image, ct_crop: sitk.Image, model_crop: sitk.Image, p
     stage_one_probs = {lab: probability_image(probs[lab], model_crop) for lab in status if lab in probs}
     confidence = _confidences(labels, status, stage_one_probs)  # rejected ones too: the report says how sure it was
     rejected = _rejected(labels, status)
+    accepted = judge.drop(labels, status)
     labels = _drop(judge, labels, status, keep_rejected)
     side_probs: dict[int, sitk.Image] = {}
     if stage_two:
         if progress is not None:
             progress.start("lacrimal", "lacrimal glands: second stage beside each orbit")
         sides = [lab for lab in LACRIMAL_LABELS if judge.outside_reason(lab) is None]
-        labels, side_probs = lacrimal_stage(ct, ct_crop, labels, predictor.lacrimal, midline_x, sides,
+        # the boxes are anchored on accepted glands only: a kept (rejected) "parotid" inside the
+        # brain must not move them, so --keep-rejected changes what is written, not what is found
+        staged, side_probs = lacrimal_stage(ct, ct_crop, accepted, predictor.lacrimal, midline_x, sides,
                                             fallback=_lacrimal_centres(judge))
+        labels = _with_kept(staged, labels) if keep_rejected else staged
         labels = keep_largest_component(labels, only=LACRIMAL_LABELS)  # the other glands are already one piece
         swapped = {lab for lab, warnings in laterality_warnings(labels, midline_x).items() if warnings}
         lacrimal = judge.assess(labels, LACRIMAL_LABELS, swapped)
@@ -94,6 +98,20 @@ def _drop(judge: GlandAssessor, labels: sitk.Image, status: dict[int, GlandStatu
         if not s.written and (arr == lab).any():
             s.notes.append("its segment is written anyway (keep_rejected)")
     return labels
+
+
+def _with_kept(staged: sitk.Image, kept: sitk.Image) -> sitk.Image:
+    """The lacrimal stage's labels plus the kept stage-one segments (not lacrimal) where the
+    stage wrote nothing."""
+    arr = sitk.GetArrayFromImage(staged)
+    other = sitk.GetArrayViewFromImage(kept)
+    add = (arr == 0) & (other > 0) & ~np.isin(other, LACRIMAL_LABELS)
+    if not add.any():
+        return staged
+    arr[add] = other[add]
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(staged)
+    return out
 
 
 def _confidences(labels: sitk.Image, status: dict[int, GlandStatus], probs: dict[int, sitk.Image]) -> dict[int, dict]:
