@@ -82,9 +82,11 @@ def test_card_section_and_checksums_follow_the_evaluation(tmp_path):
     shutil.copytree(load_model_info(None).folder, folder)
     result = json.loads((folder / EVALUATION).read_text())
     result["openkbp"]["summary"]["parotid_r"]["dice_median"] = 0.123
+    result["prior_weights"] = {"5": 5.6, "6": 5.6}
     write_into_model(folder, result)
     card = (folder / "model_card.md").read_text()
     assert card.count(CARD_HEADING) == 1 and "| parotid_r | " in card and "0.123" in card
+    assert "submandibular_r x5.6, submandibular_l x5.6" in card  # the card says which weights were measured
     assert card.endswith(card_section(result))
     assert json.loads((folder / EVALUATION).read_text())["openkbp"]["summary"]["parotid_r"]["dice_median"] == 0.123
     assert load(str(folder)).name  # checksums refreshed: the folder still verifies

@@ -157,6 +157,11 @@ def _real_ct_tables(result: dict) -> list[str]:
 def card_section(result: dict) -> str:
     """The model card's quality tables, from an evaluation result: real CT first, phantoms after."""
     out = [CARD_HEADING, "", f"Recomputed by `python -m GlandSegLib.defaultmodel.model_eval` (all numbers in `{EVALUATION}`).", ""]
+    weights = result.get("prior_weights")
+    if weights:
+        out += ["With the model's prior weights (GlandSegLib.segmentation.prior_weights; fitted on OpenKBP train-pats by "
+                "GlandSegLib.defaultmodel.prior_calibration): " +
+                ", ".join(f"{BY_LABEL[int(k)].key} x{v:g}" for k, v in weights.items()) + ".", ""]
     out += _real_ct_tables(result)
     ph = result.get("heldout_phantoms")
     if ph:
@@ -206,11 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pddca", type=Path, default=None, help="the PDDCA case folder (pddca-0522c0001): measurement only")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--card", action="store_true", help="also write the results into the model folder (card, evaluation.json)")
+    ap.add_argument("--no-prior-weights", action="store_true",
+                    help="measure the network's raw probabilities, without the model's prior weights (prior_weights.py)")
     args = ap.parse_args(argv)
     if args.outlines is None and args.openkbp is None and args.pddca is None:
         ap.error("give --pddca, --openkbp and/or --outlines")
-    predictor = GlandPredictor(load_model_info(args.model), args.device)
-    result: dict = {"model": predictor.info.name, "device": predictor.device}
+    if args.card and args.no_prior_weights:
+        ap.error("--card describes the model as shipped: not with --no-prior-weights")
+    predictor = GlandPredictor(load_model_info(args.model), args.device, prior_weights={} if args.no_prior_weights else None)
+    result: dict = {"model": predictor.info.name, "device": predictor.device,
+                    "prior_weights": {str(k): v for k, v in sorted(predictor.prior_weights.items())}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="glandseg-eval-") as tmp:
         if args.pddca:

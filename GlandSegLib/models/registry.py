@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from GlandSegLib.errors import ModelError
+from GlandSegLib.glands import LABELS as CANONICAL_LABELS
 from GlandSegLib.names import map_model_labels
 
-DEFAULT_MODEL = "glandseg-v4"
+DEFAULT_MODEL = "glandseg-v5"
 METADATA = "glandseg-model.json"
+PRIOR_WEIGHTS_KEY = "prior_weights"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,6 +55,7 @@ class ModelInfo:
     label_map: dict[int, int]  # model value -> canonical gland label
     warnings: list[str] = field(default_factory=list)
     stages: dict[str, "ModelInfo"] = field(default_factory=dict)  # e.g. "lacrimal": the second stage's model
+    prior_weights: dict[int, float] = field(default_factory=dict)  # canonical gland label -> weight (prior_weights.py)
 
     @property
     def spacing_xyz(self) -> list[float]:
@@ -161,7 +164,29 @@ def load_model_info(model: str | None = None) -> ModelInfo:
     if not metadata:
         warnings.append(f"{folder} has no {METADATA}: files are not checksum-verified (install it with `glandseg install-model`)")
     return ModelInfo(folder, metadata.get("name", folder.name), configuration, folds, checkpoint,
-                     dataset_json, plans, metadata, label_map, warnings, _load_stages(folder, metadata))
+                     dataset_json, plans, metadata, label_map, warnings, _load_stages(folder, metadata),
+                     parse_prior_weights(metadata.get(PRIOR_WEIGHTS_KEY), folder))
+
+
+def parse_prior_weights(raw, folder: Path) -> dict[int, float]:
+    """glandseg-model.json's optional "prior_weights" ({"5": 2.8, ...}: canonical gland label ->
+    positive weight), checked here so a bad index fails at load, not halfway through a batch."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ModelError(f"{folder / METADATA}: {PRIOR_WEIGHTS_KEY} must map gland labels to weights")
+    out = {}
+    for key, value in raw.items():
+        try:
+            label, weight = int(key), float(value)
+        except (TypeError, ValueError):
+            raise ModelError(f"{folder / METADATA}: {PRIOR_WEIGHTS_KEY} entry {key!r}: {value!r} is not label: number") from None
+        if label not in CANONICAL_LABELS:
+            raise ModelError(f"{folder / METADATA}: {PRIOR_WEIGHTS_KEY} names label {label}, not a gland (1-6)")
+        if not (0.0 < weight < float("inf")):
+            raise ModelError(f"{folder / METADATA}: {PRIOR_WEIGHTS_KEY} weight of label {label} must be positive and finite, got {value!r}")
+        out[label] = weight
+    return out
 
 
 def _load_stages(folder: Path, metadata: dict) -> dict[str, ModelInfo]:

@@ -55,9 +55,12 @@ REFERENCE_FILE = Path(__file__).with_name("confidence_reference.json")
 
 def model_fingerprint(metadata: Mapping) -> str | None:
     """A model's identity for its confidence reference: the SHA-256 of its checkpoints' own
-    SHA-256s (glandseg-model.json's file table), so a reference never applies to other weights."""
+    SHA-256s (glandseg-model.json's file table) and of its prior weights where it has any
+    (they change which voxels win), so a reference never applies to other weights."""
     files = metadata.get("files") or {}
     sums = sorted(f"{k}:{v}" for k, v in files.items() if k.endswith(".pth"))
+    if sums and metadata.get("prior_weights"):
+        sums.append("prior_weights:" + json.dumps({str(k): float(v) for k, v in metadata["prior_weights"].items()}, sort_keys=True))
     return hashlib.sha256("\n".join(sums).encode()).hexdigest()[:16] if sums else None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ import SimpleITK as sitk
 from GlandSegLib.models.checkpoint import load_checkpoint
 from GlandSegLib.errors import DependencyError, ModelError
 from GlandSegLib.models.registry import ModelInfo
+from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage
 
 ProgressFn = Callable[[float, str], None]
 
@@ -46,7 +48,9 @@ class GlandPredictor:
     """A loaded model, ready to predict crops; load once, predict many (batch, benchmark)."""
 
     def __init__(self, info: ModelInfo, device: str = "auto", *, trust_model: bool = False,
-                 tile_step_size: float | None = None):
+                 tile_step_size: float | None = None, prior_weights: Mapping[int, float] | None = None):
+        """prior_weights: per-gland weights on the probabilities (prior_weights.py); None: the
+        model's own (glandseg-model.json), {}: none, the network's raw probabilities."""
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -86,10 +90,13 @@ class GlandPredictor:
                                              trainer_name, None)
         self._network = network
         self._patch = list(cfg.patch_size)
-        # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict many
+        self.prior_weights = dict(info.prior_weights if prior_weights is None else prior_weights)
+        # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict many;
+        # the weights are the whole model's, the stage applies its own glands' share
         lacrimal = info.stages.get("lacrimal")
-        self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model,
-                                       tile_step_size=tile_step_size) if lacrimal is not None else None
+        self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
+                                       prior_weights=weights_for_stage(self.prior_weights, "lacrimal")) \
+            if lacrimal is not None else None
 
     def n_tiles(self, shape_zyx: tuple[int, ...]) -> int:
         from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
@@ -124,7 +131,7 @@ class GlandPredictor:
         ignored = [v for v in range(1, probs.shape[0]) if v not in self.info.label_map]
         if ignored:  # structures that are not glands still compete, as background
             out[0] = out[0] + probs[ignored].sum(axis=0).astype(np.float32)
-        return out
+        return apply_prior_weights(out, self.prior_weights)
 
 
 def probabilities_to_labels(probs: dict[int, np.ndarray], model_crop: sitk.Image, target: sitk.Image) -> sitk.Image:

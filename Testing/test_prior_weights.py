@@ -1,0 +1,192 @@
+"""Per-gland prior weights: Bayes' prior correction on the probabilities, how a model carries
+them, and how prior_calibration fits them (on synthetic probabilities whose answer is known,
+and the real network on the sample CT)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from GlandSegLib.errors import ModelError
+from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "Resources" / "sample" / "phantom_head_ct.nii.gz"
+
+
+def _probs(rng, n=1000, classes=(0, 3, 5)) -> dict[int, np.ndarray]:
+    raw = rng.random((len(classes), n)).astype(np.float32) ** 3
+    raw /= raw.sum(axis=0)
+    return {c: raw[i].copy() for i, c in enumerate(classes)}
+
+
+def test_weights_follow_bayes_rule_and_keep_probabilities():
+    rng = np.random.default_rng(0)
+    p = _probs(rng)
+    before = {k: v.copy() for k, v in p.items()}
+    out = apply_prior_weights(p, {5: 4.0, 3: 0.5, 1: 9.0})  # 1 is not in the maps: ignored
+    total = before[0] + 0.5 * before[3] + 4.0 * before[5]
+    np.testing.assert_allclose(out[5], 4.0 * before[5] / total, rtol=1e-5)
+    np.testing.assert_allclose(out[3], 0.5 * before[3] / total, rtol=1e-5)
+    np.testing.assert_allclose(out[0], before[0] / total, rtol=1e-5)
+    np.testing.assert_allclose(sum(out.values()), 1.0, rtol=1e-5)
+    won_before = np.argmax(np.stack([before[c] for c in (0, 3, 5)]), axis=0) == 2
+    won_after = np.argmax(np.stack([out[c] for c in (0, 3, 5)]), axis=0) == 2
+    assert won_after.sum() > won_before.sum() and not (won_before & ~won_after).any()  # grows, never moves
+
+
+def test_no_weights_leave_the_maps_untouched():
+    p = _probs(np.random.default_rng(1))
+    ids = {k: id(v) for k, v in p.items()}
+    copy = {k: v.copy() for k, v in p.items()}
+    for weights in ({}, {5: 1.0}):
+        out = apply_prior_weights(p, weights)
+        assert {k: id(v) for k, v in out.items()} == ids
+        for k in p:
+            assert np.array_equal(out[k], copy[k])
+
+
+def test_a_stage_applies_only_its_own_glands_weights():
+    assert weights_for_stage({1: 2.0, 2: 2.0, 5: 8.0, 6: 8.0, 3: 0.7}, "lacrimal") == {1: 2.0, 2: 2.0}
+
+
+def _model_copy(tmp_path: Path, weights) -> Path:
+    src = REPO / "Resources" / "models" / "glandseg-v4"
+    dst = tmp_path / "m"
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "glandseg-model.json").read_text())
+    meta["prior_weights"] = weights
+    (dst / "glandseg-model.json").write_text(json.dumps(meta))
+    return dst
+
+
+@pytest.mark.parametrize("weights, message", [({"7": 2.0}, "not a gland"), ({"5": 0}, "positive"),
+                                              ({"5": "x"}, "not label: number"), ([2.0], "must map"),
+                                              ({"5": float("inf")}, "finite")])
+def test_a_model_with_bad_weights_is_refused_at_load(tmp_path, weights, message):
+    from GlandSegLib.models.registry import load_model_info
+
+    with pytest.raises(ModelError, match=message):
+        load_model_info(str(_model_copy(tmp_path, weights)))
+
+
+def test_weights_are_part_of_the_models_identity(tmp_path):
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.confidence import model_fingerprint
+
+    plain = load_model_info("glandseg-v4")
+    weighted = load_model_info(str(_model_copy(tmp_path, {"5": 8, "6": 8})))
+    assert weighted.prior_weights == {5: 8.0, 6: 8.0} and plain.prior_weights == {}
+    # the same checkpoints with other weights are another model for the confidence reference
+    assert model_fingerprint(weighted.metadata) != model_fingerprint(plain.metadata)
+
+
+def test_the_network_grows_a_weighted_gland_on_the_sample(tmp_path):
+    """The real network on the sample crop: weighting the submandibular glands grows exactly
+    them, and the lacrimal stage gets only the lacrimal weights."""
+    from GlandSegLib.geometry import crop, model_grid, resample_to
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.inference import GlandPredictor
+    from GlandSegLib.segmentation.pipeline import find_head
+
+    info = load_model_info(str(_model_copy(tmp_path, {"5": 8, "6": 8, "1": 3})))
+    ct = read_ct(SAMPLE).image
+    box = find_head(ct, "fast")
+    model_crop = resample_to(crop(ct, box), model_grid(box, info.spacing_xyz))
+    weighted = GlandPredictor(info, "cpu")
+    raw = GlandPredictor(info, "cpu", prior_weights={})
+    assert weighted.lacrimal.prior_weights == {1: 3.0} and raw.lacrimal.prior_weights == {}
+    pw, pr = weighted.predict_probabilities(model_crop), raw.predict_probabilities(model_crop)
+
+    def count(p, label):
+        stack = np.stack([p[k] for k in sorted(p)])
+        return int((np.asarray(sorted(p))[np.argmax(stack, axis=0)] == label).sum())
+
+    for label in (5, 6):
+        assert count(pw, label) > 1.1 * count(pr, label) > 0
+    for label in (3, 4):
+        assert count(pw, label) <= count(pr, label)  # only lose voxels the submandibular glands took
+    np.testing.assert_allclose(sum(pw.values()), 1.0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- prior_calibration
+
+
+def _synthetic_case(rng, truth_radius: float, prob_radius: float) -> dict:
+    """A right parotid (3) and right submandibular gland (5) as balls whose probability falls
+    off linearly with distance: above 0.5 inside prob_radius, near 0.1 four voxels further."""
+    shape = (40, 40, 60)
+    z, y, x = np.indices(shape)
+    probs = np.zeros((3,) + shape, np.float32)
+    truth = np.zeros(shape, np.uint8)
+    for k, (label, cx) in enumerate(((3, 15), (5, 45)), start=1):
+        d = np.sqrt((z - 20) ** 2 + (y - 20) ** 2 + (x - cx) ** 2)
+        probs[k] = np.clip(0.5 - (d - prob_radius) * 0.1, 0.0, 1.0)
+        truth[d <= truth_radius] = label
+    probs[0] = 1.0 - probs[1] - probs[2]
+    return {"patient": "synthetic", "labels": [0, 3, 5], "probs": probs.astype(np.float16), "voxel_ml": 0.008,
+            "truth": np.where(truth == 5, 0, truth).astype(np.uint8), "top_above_parotid_mm": 0.0, "roof_mm": 67.5,
+            "lacrimal": {}}
+
+
+def test_calibration_grows_an_undersized_gland_to_the_experts_median_and_fits_dice_where_outlined():
+    from GlandSegLib.defaultmodel.prior_calibration import curve, fit, gland_volumes_and_dice
+
+    rng = np.random.default_rng(0)
+    cases = [_synthetic_case(rng, truth_radius=8.0, prob_radius=6.0) for _ in range(3)]
+    ball_ml = lambda r: 4 / 3 * np.pi * r ** 3 * 0.008  # noqa: E731
+    experts = {g: {"median_ml": ball_ml(8.0)} for g in ("submandibular_r", "submandibular_l", "lacrimal_r", "lacrimal_l",
+                                                          "parotid_r", "parotid_l")}
+    fitted = fit(cases, experts)
+    w_sub = float(fitted["weights"]["5"])
+    assert fitted["weights"]["6"] == w_sub  # one weight per organ, both sides
+    raw = gland_volumes_and_dice(cases[0], "submandibular", 1.0)["submandibular_r"]["volume_ml"]
+    grown = gland_volumes_and_dice(cases[0], "submandibular", w_sub)["submandibular_r"]["volume_ml"]
+    assert raw < 0.6 * experts["submandibular_r"]["median_ml"]
+    assert abs(np.log(grown / experts["submandibular_r"]["median_ml"])) < 0.15
+    # the parotid is outlined: its weight maximises Dice, which a larger ball than the 0.5 contour needs
+    rows = curve(cases, "parotid")
+    best = max(rows, key=lambda r: r["parotid_r"]["dice_median"])
+    assert float(fitted["weights"]["3"]) == best["weight"] > 1.0
+    assert best["parotid_r"]["dice_median"] > rows[[r["weight"] for r in rows].index(1.0)]["parotid_r"]["dice_median"]
+    assert "1" not in fitted["weights"]  # no lacrimal stage probabilities: nothing to fit, weight stays 1
+
+
+def test_calibration_counts_what_the_pipeline_would_segment():
+    """The fit's shortcut (one organ's glands against their strongest competitor) gives the
+    same glands as the pipeline's way: prior weights on the probabilities, argmax, largest
+    component per gland."""
+    from GlandSegLib.defaultmodel.prior_calibration import gland_volumes_and_dice
+    from GlandSegLib.segmentation.postprocess import keep_largest_component
+
+    rng = np.random.default_rng(3)
+    labels = [0, 1, 2, 3, 4, 5, 6]
+    raw = ndimage_smooth(rng.random((7, 24, 28, 32)).astype(np.float32))
+    raw[0] *= 2.0
+    raw /= raw.sum(axis=0)
+    truth = (np.argmax(raw, axis=0) == 5).astype(np.uint8) * 5
+    case = {"labels": labels, "probs": raw.astype(np.float16), "voxel_ml": 0.008, "truth": truth, "lacrimal": {}}
+    p32 = case["probs"].astype(np.float32)
+    for w in (0.5, 1.0, 4.0):  # powers of two: weighting is exact in float32, as are the ties
+        fast = gland_volumes_and_dice(case, "submandibular", w)
+        probs = apply_prior_weights({k: p32[i].copy() for i, k in enumerate(labels)}, {5: w, 6: w})
+        lab = np.asarray(labels, np.uint8)[np.argmax(np.stack([probs[k] for k in labels]), axis=0)]
+        img = sitk.GetImageFromArray(lab)
+        kept = sitk.GetArrayFromImage(keep_largest_component(img))
+        for g, key in ((5, "submandibular_r"), (6, "submandibular_l")):
+            assert fast[key]["volume_ml"] == pytest.approx((kept == g).sum() * 0.008), (w, key)
+        hit = ((kept == 5) & (truth == 5)).sum()
+        assert fast["submandibular_r"]["dice"] == pytest.approx(2 * hit / ((kept == 5).sum() + (truth == 5).sum()))
+
+
+def ndimage_smooth(a: np.ndarray) -> np.ndarray:
+    """Blobs rather than noise: each class map smoothed, so glands have components."""
+    from scipy import ndimage
+
+    return np.stack([ndimage.gaussian_filter(c, 2.0) ** 4 for c in a])
