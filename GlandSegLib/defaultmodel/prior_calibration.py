@@ -37,6 +37,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from GlandSegLib.glands import GLANDS
+from GlandSegLib.segmentation.postprocess import keep_largest_component, largest_component
 
 GRID = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 22.0, 32.0)
 ORGANS_BY_VOLUME = ("submandibular", "lacrimal")  # no real outlines to tune on: the experts' median volume
@@ -55,7 +56,6 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
     from GlandSegLib.segmentation.inference import probabilities_to_labels
     from GlandSegLib.segmentation.lacrimal import AIR_HU, lacrimal_stage
     from GlandSegLib.segmentation.pipeline import find_head
-    from GlandSegLib.segmentation.postprocess import keep_largest_component
 
     if predictor.prior_weights:
         raise ValueError("collect raw probabilities with a predictor built with prior_weights={}")
@@ -83,15 +83,6 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- apply a weight
-
-
-def _largest(mask: np.ndarray) -> np.ndarray:
-    """The largest face-connected component, as postprocess.keep_largest_component keeps it."""
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())[1:]
-    return lab == (int(np.argmax(sizes)) + 1)
 
 
 def _organ_view(case: dict, organ: str) -> dict:
@@ -146,7 +137,7 @@ def gland_volumes_and_dice(case: dict, organ: str, weight: float) -> dict[str, d
                 out[g.key] = {"volume_ml": 0.0}
                 continue
             p = side["prob"].astype(np.float32)
-            found = _largest((weight * p > 1.0 - p) & ~side["air"])
+            found = largest_component((weight * p > 1.0 - p) & ~side["air"])
             out[g.key] = {"volume_ml": float(found.sum()) * side["voxel_ml"]}
         return out
     view = _organ_view(case, organ)
@@ -155,7 +146,7 @@ def gland_volumes_and_dice(case: dict, organ: str, weight: float) -> dict[str, d
         if v is None:
             found_n, hit = 0, 0
         else:
-            found = _largest(_wins(v, weight))
+            found = largest_component(_wins(v, weight))
             found_n, hit = int(found.sum()), int((found & v["truth"]).sum())
         row = {"volume_ml": found_n * case["voxel_ml"]}
         total = int((case["truth"] == g.label).sum()) if v is None else v["truth_total"]
@@ -226,15 +217,14 @@ def fit(cases: list[dict], experts: dict[str, dict]) -> dict:
 
 def write_into_model(folder: Path, fitted: dict, record: dict) -> None:
     """Store the weights and how they were fitted in the model's glandseg-model.json (atomic)."""
+    from GlandSegLib.io.images import write_text_atomic
     from GlandSegLib.models.registry import METADATA, PRIOR_WEIGHTS_KEY
 
     path = Path(folder) / METADATA
     meta = json.loads(path.read_text())
     meta[PRIOR_WEIGHTS_KEY] = fitted["weights"]
     meta["prior_calibration"] = record
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(json.dumps(meta, indent=2) + "\n", path)
 
 
 def main(argv: list[str] | None = None) -> int:

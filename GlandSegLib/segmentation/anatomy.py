@@ -29,6 +29,7 @@ import SimpleITK as sitk
 
 from GlandSegLib.errors import ModelError
 from GlandSegLib.segmentation import headbox
+from GlandSegLib.segmentation.postprocess import largest_component
 
 EXPECTED_FILE = Path(__file__).with_name("expected_anatomy.json")
 # Above the brain's top lie CSF, the skull and the scalp: under 20 mm together in adults;
@@ -130,7 +131,7 @@ def find_cranium(ct: sitk.Image) -> Cranium:
     """The cranium by the head locator's own test, on its coarse canonical copy (a second or
     less on a whole-body CT: the copy is a strided view)."""
     c = headbox._canonical(ct)
-    body = headbox._largest_component(c.arr > headbox.BODY_HU)
+    body = largest_component(c.arr > headbox.BODY_HU)
     if not body.any():
         return Cranium()
     area = body.sum(axis=(1, 2)) * c.px_cm2

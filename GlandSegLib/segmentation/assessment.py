@@ -60,8 +60,8 @@ def assess_glands(ct: sitk.Image, ct_crop: sitk.Image, model_crop: sitk.Image, p
     stage_one_probs = {lab: probability_image(probs[lab], model_crop) for lab in status if lab in probs}
     confidence = _confidences(labels, status, stage_one_probs)  # rejected ones too: the report says how sure it was
     rejected = _rejected(labels, status)
-    accepted = judge.drop(labels, status)
     labels = _drop(judge, labels, status, keep_rejected)
+    accepted = judge.drop(labels, status) if keep_rejected else labels
     side_probs: dict[int, sitk.Image] = {}
     if stage_two:
         if progress is not None:

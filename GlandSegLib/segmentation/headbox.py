@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from GlandSegLib.errors import NoHeadError
 from GlandSegLib.geometry import PhysicalBox, image_bounds, model_grid, resample_to
+from GlandSegLib.segmentation.postprocess import largest_component
 
 COARSE_MM = 3.0
 BODY_HU = -400.0
@@ -159,19 +160,10 @@ def _front(c: _Coarse, body: np.ndarray, z0: int, z1: int) -> float:
     return float(c.physical(0, rows.min(), 0)[1]) - 8.0
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
 def locate_head(image: sitk.Image) -> HeadBox:
     """The physical box that holds the six glands, or NoHeadError with a reason."""
     c = _canonical(image)
-    body = _largest_component(c.arr > BODY_HU)
+    body = largest_component(c.arr > BODY_HU)
     if body.sum() == 0:
         raise NoHeadError("no body found in the image (nothing denser than air)")
     body_area = body.sum(axis=(1, 2)) * c.px_cm2

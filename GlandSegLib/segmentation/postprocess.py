@@ -16,6 +16,17 @@ from GlandSegLib.geometry import centroid_lps
 from GlandSegLib.glands import BY_LABEL, GLANDS, partner
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest face-connected component of a boolean mask (the mask itself when it has
+    at most one); on a tie the first in scan order."""
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
 def keep_largest_component(labels: sitk.Image, only: Collection[int] | None = None) -> sitk.Image:
     """Each gland is one organ: drop islands (false positives far from the gland).
 
@@ -25,13 +36,8 @@ def keep_largest_component(labels: sitk.Image, only: Collection[int] | None = No
         if only is not None and g.label not in only:
             continue
         mask = arr == g.label
-        if not mask.any():
-            continue
-        lab, n = ndimage.label(mask)
-        if n > 1:
-            sizes = np.bincount(lab.ravel())
-            sizes[0] = 0
-            arr[mask & (lab != int(np.argmax(sizes)))] = 0
+        if mask.any():
+            arr[mask & ~largest_component(mask)] = 0
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(labels)
     return out
