@@ -169,6 +169,26 @@ def test_lacrimal_training_specs_are_seeded_and_from_the_training_split(shared_d
     assert max(abs(v) for s in a for j in s.jitter_mm for v in j) <= 6.0
 
 
+def test_randomised_appearance_keeps_the_case_list_and_repaints_a_share_of_the_boxes(shared_data):
+    """--randomise-appearance changes how a share of the phantoms look, never which scans,
+    raters, seeds or box placements the stage trains on (0 is glandseg-v3's list)."""
+    import dataclasses
+
+    root = shared_data / "tcia-hn-labels"
+    plain, mixed = lacrimal_specs(root, 2, seed=0), lacrimal_specs(root, 2, seed=0, randomised=0.5)
+    assert {s.appearance for s in plain} == {"standard"}
+    assert sum(s.appearance == "randomised" for s in mixed) == len(mixed) // 2
+    assert [dataclasses.replace(s, appearance="standard") for s in mixed] == plain
+    spec = next(s for s in mixed if s.appearance == "randomised")
+    offsets = measure_offsets(root, "test")
+    painted = prepare_boxes(spec, offsets)
+    standard = prepare_boxes(dataclasses.replace(spec, appearance="standard"), offsets)
+    for (_, ct_r, lab_r, info), (_, ct_s, lab_s, _) in zip(painted, standard):
+        assert info["appearance"] == "randomised"
+        assert np.array_equal(sitk.GetArrayViewFromImage(lab_r), sitk.GetArrayViewFromImage(lab_s))  # same gland
+        assert not np.allclose(sitk.GetArrayViewFromImage(ct_r), sitk.GetArrayViewFromImage(ct_s), atol=5.0)
+
+
 def test_training_boxes_hold_the_lacrimal_of_their_side(shared_data):
     root = shared_data / "tcia-hn-labels"
     spec = lacrimal_specs(root, 2, seed=0)[1]  # oblique storage, 0.8 x 0.8 x 3 mm

@@ -41,3 +41,24 @@ def test_prepared_cases_sit_on_the_model_grid(shared_data, source):
     else:  # parotids, certain background, and the unknown rest of the body
         assert values == {0, 3, 4, IGNORE_LABEL}
     assert info["gland_voxels"][2] > 0 and info["gland_voxels"][3] > 0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 1.0])
+def test_a_randomised_share_is_spread_evenly_so_a_short_run_keeps_it(share):
+    from GlandSegLib.defaultmodel.train_default import appearance_of
+
+    kinds = [appearance_of(i, share) for i in range(40)]
+    assert kinds.count("randomised") == round(40 * share)
+    assert [appearance_of(i, share) for i in range(8)].count("randomised") == round(8 * share)  # --limit 8
+
+
+@pytest.mark.parametrize("module", ["train_default", "train_lacrimal"])
+def test_both_recipes_refuse_a_randomised_share_outside_0_to_1(module, capsys):
+    import importlib
+
+    parse = importlib.import_module(f"GlandSegLib.defaultmodel.{module}").parse_args
+    base = ["--out", "o", "--work", "w", "--outlines", "x"] + (["--base", "glandseg-v2"] if module == "train_lacrimal" else [])
+    assert parse(base + ["--randomise-appearance", "0.5"]).randomise_appearance == 0.5
+    with pytest.raises(SystemExit):
+        parse(base + ["--randomise-appearance", "1.5"])
+    assert "between 0 and 1" in capsys.readouterr().err

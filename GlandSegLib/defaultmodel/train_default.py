@@ -120,8 +120,14 @@ def outline_specs(root: Path, per_scan: int, seed: int, split: str = "test", ran
             truncate = float(rng.integers(20, 61)) if (i % 4 == 3 and field != "wholebody") else 0.0
             specs.append(CaseSpec(f"tcia_{case_dir.name}_{j}", "outline", str(case_dir), OUTLINE_RATERS[(s + j) % 2],
                                   int(rng.integers(0, 2**31 - 1)), field, spacing, truncate, variant,
-                                  "randomised" if int((i + 1) * randomised) > int(i * randomised) else "standard"))
+                                  appearance_of(i, randomised)))
     return specs
+
+
+def appearance_of(i: int, randomised: float) -> str:
+    """The appearance of the i-th phantom of a recipe in which a share `randomised` is
+    randomised: every k-th, evenly spread, so a short --limit run keeps the share."""
+    return "randomised" if int((i + 1) * randomised) > int(i * randomised) else "standard"
 
 
 def openkbp_specs(folder: Path) -> list[CaseSpec]:

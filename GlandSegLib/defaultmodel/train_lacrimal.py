@@ -37,7 +37,8 @@ import SimpleITK as sitk
 from GlandSegLib.defaultmodel.phantom import OUTLINE_RATERS, list_outline_cases, outline_folder, read_outlines
 from GlandSegLib.segmentation.lacrimal import (BOX_MM, LACRIMAL_LABELS, LACRIMAL_OF_PAROTID, SPACING_MM, STAGE_KIND,
                                                label_centroid, lacrimal_box)
-from GlandSegLib.defaultmodel.train_default import Log, _rounded, initial_checkpoint, plan_unless_reused, raw_dataset_cases
+from GlandSegLib.defaultmodel.train_default import (Log, _rounded, appearance_of, initial_checkpoint, plan_unless_reused,
+                                                    raw_dataset_cases)
 from GlandSegLib.training.defaults import DEFAULT_BATCH, DEFAULT_CONFIGURATION, DEFAULT_FEATURES
 
 DATASET_ID = 803
@@ -68,6 +69,7 @@ class LacrimalSpec:
     variant: str
     truncate_vertex_mm: float
     jitter_mm: tuple[tuple[float, float, float], tuple[float, float, float]]  # right box, left box
+    appearance: str = "standard"  # or "randomised" (phantom.tissues.randomise_appearance)
 
 
 def measure_offsets(outlines_root: str | Path, split: str = "test") -> dict[int, list[float]]:
@@ -87,7 +89,9 @@ def measure_offsets(outlines_root: str | Path, split: str = "test") -> dict[int,
     return {lac: [round(float(v), 2) for v in np.mean(rows, axis=0)] for lac, rows in found.items()}
 
 
-def lacrimal_specs(root: Path, per_scan: int, seed: int, split: str = "test") -> list[LacrimalSpec]:
+def lacrimal_specs(root: Path, per_scan: int, seed: int, split: str = "test", randomised: float = 0.0) -> list[LacrimalSpec]:
+    """`randomised`: the share of phantoms whose tissue and gland intensities, noise and blur
+    are drawn at random (train_default.appearance_of); 0 keeps glandseg-v3's case list."""
     rng = np.random.default_rng(seed)
     specs = []
     for s, case_dir in enumerate(list_outline_cases(root, split)):
@@ -96,7 +100,8 @@ def lacrimal_specs(root: Path, per_scan: int, seed: int, split: str = "test") ->
             truncate = float(rng.integers(20, 61)) if j % 3 == 2 else 0.0
             jitter = tuple(tuple(float(v) for v in rng.uniform(-JITTER_MM, JITTER_MM, 3)) for _ in range(2))
             specs.append(LacrimalSpec(f"lac_{case_dir.name}_{j}", str(case_dir), OUTLINE_RATERS[(s + j) % 2],
-                                      int(rng.integers(0, 2**31 - 1)), spacing, variant, truncate, jitter))  # type: ignore[arg-type]
+                                      int(rng.integers(0, 2**31 - 1)), spacing, variant, truncate, jitter,  # type: ignore[arg-type]
+                                      appearance_of(len(specs), randomised)))
     return specs
 
 
@@ -106,7 +111,7 @@ def prepare_boxes(spec: LacrimalSpec, offsets: dict[int, list[float]]) -> list[t
     from GlandSegLib.defaultmodel.phantom import make_phantom_from_outlines, reorient
 
     ph = make_phantom_from_outlines(spec.path, spec.rater, spec.seed, field="head", spacing=spec.spacing,
-                                    truncate_vertex_mm=spec.truncate_vertex_mm)
+                                    truncate_vertex_mm=spec.truncate_vertex_mm, appearance=spec.appearance)
     ct, labels = reorient(ph.ct, spec.variant), reorient(ph.labels, spec.variant, is_label=True)
     out = []
     for (parotid, lacrimal), jitter in zip(sorted(LACRIMAL_OF_PAROTID.items()), spec.jitter_mm):
@@ -122,7 +127,7 @@ def prepare_boxes(spec: LacrimalSpec, offsets: dict[int, list[float]]) -> list[t
         side = "R" if lacrimal == 1 else "L"
         info = {"case_id": f"{spec.case_id}_{side}", "path": Path(spec.path).name, "rater": spec.rater,
                 "spacing": list(spec.spacing or ()), "variant": spec.variant, "seed": spec.seed,
-                "truncate_vertex_mm": spec.truncate_vertex_mm, "lacrimal_voxels": int((lab == lacrimal).sum())}
+                "truncate_vertex_mm": spec.truncate_vertex_mm, "appearance": spec.appearance, "lacrimal_voxels": int((lab == lacrimal).sum())}
         out.append((info["case_id"], ct_box, lab_box, info))
     return out
 
@@ -199,6 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--randomise-appearance", type=float, default=0.0, metavar="SHARE",
+                    help="share of phantoms with randomised tissue and gland intensities (0-1; default 0: glandseg-v3's recipe)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--jobs", type=int, default=2, help="processes rendering phantoms")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -208,6 +215,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.phantoms_per_scan < 1:
         ap.error("--phantoms-per-scan must be at least 1")
+    if not 0.0 <= a.randomise_appearance <= 1.0:
+        ap.error("--randomise-appearance is a share between 0 and 1")
     return a
 
 
@@ -239,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw = folders.raw / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
 
         def write(infos: list[dict]) -> None:
-            specs = lacrimal_specs(args.outlines, args.phantoms_per_scan, args.seed)[: args.limit]
+            specs = lacrimal_specs(args.outlines, args.phantoms_per_scan, args.seed,
+                                   randomised=args.randomise_appearance)[: args.limit]
             log(f"preparing {len(specs)} phantoms, two boxes each, at {SPACING_MM} mm")
             write_raw_dataset(generate_boxes(specs, offsets, max(1, args.jobs), log, infos), folders.raw, DATASET_ID,
                               DATASET_NAME, spacing, "Lacrimal stage: 80 mm boxes beside each orbit, anchored at the "
@@ -268,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "offsets_mm": {str(k): v for k, v in offsets.items()},
                 "jitter_mm": JITTER_MM,
                 "seed": args.seed,
+                "randomised_appearance_share": args.randomise_appearance,
                 "initial_weights": args.init,
             },
             "training": {
