@@ -145,7 +145,7 @@ def test_calibration_grows_an_undersized_gland_to_the_experts_median_and_fits_di
                                                           "parotid_r", "parotid_l")}
     fitted = fit(cases, experts)
     w_sub = float(fitted["weights"]["5"])
-    assert fitted["weights"]["6"] == w_sub  # one weight per organ, both sides
+    assert "6" not in fitted["weights"]  # no left gland in the probabilities: nothing to fit, its weight stays 1
     raw = gland_volumes_and_dice(cases[0], "submandibular", 1.0)["submandibular_r"]["volume_ml"]
     grown = gland_volumes_and_dice(cases[0], "submandibular", w_sub)["submandibular_r"]["volume_ml"]
     assert raw < 0.6 * experts["submandibular_r"]["median_ml"]
@@ -156,6 +156,36 @@ def test_calibration_grows_an_undersized_gland_to_the_experts_median_and_fits_di
     assert float(fitted["weights"]["3"]) == best["weight"] > 1.0
     assert best["parotid_r"]["dice_median"] > rows[[r["weight"] for r in rows].index(1.0)]["parotid_r"]["dice_median"]
     assert "1" not in fitted["weights"]  # no lacrimal stage probabilities: nothing to fit, weight stays 1
+
+
+def test_each_side_gets_the_weight_that_brings_its_own_gland_to_the_experts_median():
+    """Two submandibular glands, the left one given less probability by the network: a common
+    weight would leave one side off the experts' median; per side, each reaches it, and the
+    undersized side gets the larger weight."""
+    from GlandSegLib.defaultmodel.prior_calibration import fit, gland_volumes_and_dice
+
+    shape = (40, 40, 80)
+    z, y, x = np.indices(shape)
+    probs = np.zeros((3,) + shape, np.float32)
+    for k, (cx, radius) in enumerate(((18, 6.0), (58, 4.0)), start=1):  # right (5) at 6 voxels, left (6) at 4
+        d = np.sqrt((z - 20) ** 2 + (y - 20) ** 2 + (x - cx) ** 2)
+        probs[k] = np.clip(0.5 - (d - radius) * 0.1, 0.0, 1.0)
+    probs[0] = 1.0 - probs[1] - probs[2]
+    case = {"patient": "synthetic", "labels": [0, 5, 6], "probs": probs.astype(np.float16), "voxel_ml": 0.008,
+            "truth": np.zeros(shape, np.uint8), "top_above_parotid_mm": 0.0, "roof_mm": 67.5, "lacrimal": {}}
+    target = 4 / 3 * np.pi * 8.0 ** 3 * 0.008
+    experts = {g: {"median_ml": target} for g in ("submandibular_r", "submandibular_l", "lacrimal_r", "lacrimal_l",
+                                                    "parotid_r", "parotid_l")}
+    fitted = fit([case], experts)
+    w_r, w_l = float(fitted["weights"]["5"]), float(fitted["weights"]["6"])
+    assert w_l > w_r > 1.0
+    found = gland_volumes_and_dice(case, "submandibular", {5: w_r, 6: w_l})
+    for key in ("submandibular_r", "submandibular_l"):
+        assert abs(np.log(found[key]["volume_ml"] / target)) < 0.15, (key, found[key])
+    common = float(fitted["curves"]["submandibular"][0]["weight"])  # any common weight misses one side
+    for row in fitted["curves"]["submandibular"]:
+        gaps = [abs(np.log(max(row[k]["volume_ml_median"], 1e-6) / target)) for k in ("submandibular_r", "submandibular_l")]
+        assert max(gaps) > 0.15, (common, row)
 
 
 def test_calibration_counts_what_the_pipeline_would_segment():
@@ -173,14 +203,14 @@ def test_calibration_counts_what_the_pipeline_would_segment():
     truth = (np.argmax(raw, axis=0) == 5).astype(np.uint8) * 5
     case = {"labels": labels, "probs": raw.astype(np.float16), "voxel_ml": 0.008, "truth": truth, "lacrimal": {}}
     p32 = case["probs"].astype(np.float32)
-    for w in (0.5, 1.0, 4.0):  # powers of two: weighting is exact in float32, as are the ties
-        fast = gland_volumes_and_dice(case, "submandibular", w)
-        probs = apply_prior_weights({k: p32[i].copy() for i, k in enumerate(labels)}, {5: w, 6: w})
+    for w5, w6 in ((0.5, 0.5), (1.0, 1.0), (4.0, 4.0), (2.0, 8.0), (8.0, 0.5)):  # powers of two: exact in float32
+        fast = gland_volumes_and_dice(case, "submandibular", {5: w5, 6: w6})
+        probs = apply_prior_weights({k: p32[i].copy() for i, k in enumerate(labels)}, {5: w5, 6: w6})
         lab = np.asarray(labels, np.uint8)[np.argmax(np.stack([probs[k] for k in labels]), axis=0)]
         img = sitk.GetImageFromArray(lab)
         kept = sitk.GetArrayFromImage(keep_largest_component(img))
         for g, key in ((5, "submandibular_r"), (6, "submandibular_l")):
-            assert fast[key]["volume_ml"] == pytest.approx((kept == g).sum() * 0.008), (w, key)
+            assert fast[key]["volume_ml"] == pytest.approx((kept == g).sum() * 0.008), (w5, w6, key)
         hit = ((kept == 5) & (truth == 5)).sum()
         assert fast["submandibular_r"]["dice"] == pytest.approx(2 * hit / ((kept == 5).sum() + (truth == 5).sum()))
 

@@ -1,19 +1,24 @@
 """Fit a model's per-gland prior weights (GlandSegLib.segmentation.prior_weights) on real training CTs.
 
-    python -m GlandSegLib.defaultmodel.prior_calibration --model glandseg-v5 \\
+    python -m GlandSegLib.defaultmodel.prior_calibration --model glandseg-v6 \\
         --openkbp ../shared/data/openkbp/train-pats --outlines ../shared/data/tcia-hn-labels \\
         --patients 40 --work /tmp/glandseg-priors [--write]
 
 Only OpenKBP `train-pats` CTs are used: never the validation CTs (model_eval measures on
-them) and never the PDDCA case. One weight per organ (both sides share it, so a weight
-cannot move a gland across the midline), chosen on a fixed grid:
+them) and never the PDDCA case. Weights come from a fixed grid:
 
-* parotids, outlined on these CTs: the weight with the highest median Dice against the
-  outlines (both sides pooled);
-* submandibular and lacrimal glands, not outlined anywhere on real CT we may tune on: the
-  weight whose median volume found comes closest (in log ratio, both sides) to the TCIA
-  experts' median volume (70 outline sets); lacrimal glands only on scans whose field of
-  view reaches the orbit roof (real_ct.ORBIT_ROOF_PERCENTILE), as model_eval counts them.
+* parotids, outlined on these CTs: one weight for both sides, the one with the highest
+  median Dice against the outlines (both sides pooled: per side, the Dice differences
+  between neighbouring grid weights are within the noise of 40 CTs);
+* submandibular and lacrimal glands, not outlined anywhere on real CT we may tune on: one
+  weight per side, whose median volume found comes closest (in log ratio) to the TCIA
+  experts' median volume of that side (70 outline sets). The network trained without
+  mirroring is not equally sure of both sides (glandseg-v5's left lacrimal and left
+  submandibular glands needed a larger weight than the right ones), and each side is its
+  own class. Fitted by coordinate descent from the best common weight: one side varies
+  while the other is held, twice over, since the two sides compete where they touch.
+  Lacrimal glands count only on scans whose field of view reaches the orbit roof
+  (real_ct.ORBIT_ROOF_PERCENTILE), as model_eval counts them.
 
 Matching the experts' median volume corrects a systematic shortfall; it cannot make a
 misplaced gland right (model_eval's PDDCA Dice and the OpenKBP parotid Dice say whether
@@ -30,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,7 @@ from GlandSegLib.segmentation.postprocess import keep_largest_component, largest
 GRID = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 22.0, 32.0)
 ORGANS_BY_VOLUME = ("submandibular", "lacrimal")  # no real outlines to tune on: the experts' median volume
 ORGANS_BY_DICE = ("parotid",)  # outlined on OpenKBP train-pats
+SIDE_ROUNDS = 2  # coordinate-descent rounds of the per-side fit
 
 
 # ----------------------------------------------------------------------------- collect once per CT
@@ -111,25 +118,29 @@ def _organ_view(case: dict, organ: str) -> dict:
             view[labels[i]] = None
             continue
         sl = ndimage.find_objects(reach.astype(np.uint8))[0]
-        siblings = [(probs[j][sl].astype(np.float32), j < i) for j in mine if j != i]
+        siblings = [(probs[j][sl].astype(np.float32), j < i, labels[j]) for j in mine if j != i]
         view[labels[i]] = {"p": p[sl], "below": below[sl], "above": above[sl], "siblings": siblings,
                            "truth": case["truth"][sl] == labels[i], "truth_total": int((case["truth"] == labels[i]).sum())}
     cache[organ] = view
     return view
 
 
-def _wins(v: dict, weight: float) -> np.ndarray:
+def _wins(v: dict, weight: float, weights: Mapping[int, float]) -> np.ndarray:
     wp = np.float32(weight) * v["p"]
     win = (wp > v["below"]) & (wp >= v["above"])
-    for q, lower in v["siblings"]:  # the sibling carries the same weight: compare unweighted
-        win &= (v["p"] > q) if lower else (v["p"] >= q)
+    for q, lower, label in v["siblings"]:  # the other side, with its own weight
+        wq = np.float32(weights[label]) * q
+        win &= (wp > wq) if lower else (wp >= wq)
     return win
 
 
-def gland_volumes_and_dice(case: dict, organ: str, weight: float) -> dict[str, dict]:
-    """Per gland of `organ`: volume found (ml) and, where outlined, Dice; largest component each."""
+def gland_volumes_and_dice(case: dict, organ: str, weights: float | Mapping[int, float]) -> dict[str, dict]:
+    """Per gland of `organ`: volume found (ml) and, where outlined, Dice; largest component each.
+    weights: one for every gland of the organ, or per gland label (missing: 1)."""
     out = {}
     glands = [g for g in GLANDS if g.organ == organ]
+    per_gland = ({g.label: float(weights.get(g.label, 1.0)) for g in glands} if isinstance(weights, Mapping)
+                 else {g.label: float(weights) for g in glands})
     if organ == "lacrimal" and case["lacrimal"]:
         for g in glands:
             side = case["lacrimal"].get(g.label)
@@ -137,7 +148,7 @@ def gland_volumes_and_dice(case: dict, organ: str, weight: float) -> dict[str, d
                 out[g.key] = {"volume_ml": 0.0}
                 continue
             p = side["prob"].astype(np.float32)
-            found = largest_component((weight * p > 1.0 - p) & ~side["air"])
+            found = largest_component((per_gland[g.label] * p > 1.0 - p) & ~side["air"])
             out[g.key] = {"volume_ml": float(found.sum()) * side["voxel_ml"]}
         return out
     view = _organ_view(case, organ)
@@ -146,7 +157,7 @@ def gland_volumes_and_dice(case: dict, organ: str, weight: float) -> dict[str, d
         if v is None:
             found_n, hit = 0, 0
         else:
-            found = largest_component(_wins(v, weight))
+            found = largest_component(_wins(v, per_gland[g.label], per_gland))
             found_n, hit = int(found.sum()), int((found & v["truth"]).sum())
         row = {"volume_ml": found_n * case["voxel_ml"]}
         total = int((case["truth"] == g.label).sum()) if v is None else v["truth_total"]
@@ -159,15 +170,20 @@ def gland_volumes_and_dice(case: dict, organ: str, weight: float) -> dict[str, d
 # ----------------------------------------------------------------------------- fit
 
 
-def curve(cases: list[dict], organ: str, grid=GRID) -> list[dict]:
-    """Per candidate weight: median volume (and median Dice where outlined) per gland over the cases."""
+def curve(cases: list[dict], organ: str, grid=GRID, vary: int | None = None,
+          held: Mapping[int, float] | None = None) -> list[dict]:
+    """Per candidate weight: median volume (and median Dice where outlined) per gland over the
+    cases. The candidate weight applies to every gland of the organ, or only to the gland
+    labelled `vary`, the others keeping their `held` weight."""
     rows = []
     for w in grid:
+        weights = {g.label: (w if vary in (None, g.label) else float((held or {}).get(g.label, 1.0)))
+                   for g in GLANDS if g.organ == organ}
         per_gland: dict[str, dict[str, list[float]]] = {}
         for case in cases:
             if organ == "lacrimal" and not _lacrimal_in_view(case):
                 continue
-            for key, r in gland_volumes_and_dice(case, organ, w).items():
+            for key, r in gland_volumes_and_dice(case, organ, weights).items():
                 d = per_gland.setdefault(key, {"volume_ml": [], "dice": []})
                 d["volume_ml"].append(r["volume_ml"])
                 if "dice" in r:
@@ -188,9 +204,10 @@ def _lacrimal_in_view(case: dict) -> bool:
     return top is not None and top >= case["roof_mm"]
 
 
-def choose(organ: str, rows: list[dict], experts: dict[str, dict]) -> float:
-    """The grid weight that best meets the organ's criterion (ties: the weight closest to 1)."""
-    keys = [g.key for g in GLANDS if g.organ == organ]
+def choose(organ: str, rows: list[dict], experts: dict[str, dict], keys: list[str] | None = None) -> float:
+    """The grid weight that best meets the organ's criterion for `keys` (default: all its
+    glands; ties: the weight closest to 1)."""
+    keys = keys or [g.key for g in GLANDS if g.organ == organ]
 
     def score(row: dict) -> float:
         if organ in ORGANS_BY_DICE:
@@ -204,14 +221,21 @@ def choose(organ: str, rows: list[dict], experts: dict[str, dict]) -> float:
 
 
 def fit(cases: list[dict], experts: dict[str, dict]) -> dict:
-    result = {"weights": {}, "curves": {}}
+    """{"weights": {label: weight, ...} (weights of 1 left out), "curves": {organ or gland key: rows}}."""
+    result: dict = {"weights": {}, "curves": {}}
     for organ in ORGANS_BY_DICE + ORGANS_BY_VOLUME:
+        glands = [g for g in GLANDS if g.organ == organ]
         rows = curve(cases, organ)
-        w = choose(organ, rows, experts)
+        common = choose(organ, rows, experts)
         result["curves"][organ] = rows
-        for g in GLANDS:
-            if g.organ == organ and w != 1.0:
-                result["weights"][str(g.label)] = w
+        weights = {g.label: common for g in glands}
+        if organ in ORGANS_BY_VOLUME:
+            for _ in range(SIDE_ROUNDS):
+                for g in glands:
+                    side_rows = curve(cases, organ, vary=g.label, held=weights)
+                    weights[g.label] = choose(organ, side_rows, experts, [g.key])
+                    result["curves"][g.key] = side_rows
+        result["weights"].update({str(label): w for label, w in weights.items() if w != 1.0})
     return result
 
 
@@ -274,16 +298,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t0:7.1f} s] {i}/{len(chosen)} {p.name}", flush=True)
     fitted = fit(cases, experts)
     record = {"source": f"OpenKBP train-pats, {len(cases)} CTs (every {step}th){'; skipped: ' + '; '.join(skipped) if skipped else ''}",
-              "rule": "parotid: highest median Dice vs the outlines; submandibular, lacrimal: median volume closest to the "
-                      "TCIA experts' median (lacrimal: scans reaching the orbit roof); one weight per organ, grid " +
+              "rule": "parotid: one weight, highest median Dice vs the outlines (sides pooled); submandibular, lacrimal: one "
+                      "weight per side, median volume closest to the TCIA experts' median of that side (lacrimal: scans "
+                      f"reaching the orbit roof; {SIDE_ROUNDS} coordinate-descent rounds from the best common weight); grid " +
                       ", ".join(f"{w:g}" for w in GRID),
               "patients": [c["patient"] for c in cases],
               "command": "python -m GlandSegLib.defaultmodel.prior_calibration " + " ".join(sys.argv[1:] if argv is None else argv),
               "experts_median_ml": {k: v["median_ml"] for k, v in experts.items()},
               "curves": fitted["curves"]}
     print(json.dumps({"weights": fitted["weights"]}, indent=1))
-    for organ, rows in fitted["curves"].items():
-        print(f"\n{organ}:")
+    for name, rows in fitted["curves"].items():
+        print(f"\n{name}:")
         for row in rows:
             print(f"  w={row['weight']:<5g} " + "  ".join(
                 f"{k}: {v['volume_ml_median']:.2f} ml ({v['found']}/{v['n']})" + (f" Dice {v['dice_median']:.3f}" if "dice_median" in v else "")
