@@ -93,9 +93,10 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
 
 
 def _organ_view(case: dict, organ: str) -> dict:
-    """What one organ's weight can change, computed once per case: per gland of the organ, its
+    """What one organ's weights can change, computed once per case: per gland of the organ, its
     probability against the strongest other class (with weight 1) and its sibling (the other
-    side, same weight), inside the region where the largest grid weight could make it win.
+    side, weighted by _wins with its own weight), inside the region where the largest grid
+    weight could make it win.
     Ties go to the lower label, as in the pipeline's argmax, so the fit counts exactly what
     the pipeline would segment on the model grid (it then resamples the probabilities onto
     the CT before its argmax), without recomputing the argmax over all classes per weight."""

@@ -130,6 +130,18 @@ def appearance_of(i: int, randomised: float) -> str:
     return "randomised" if int((i + 1) * randomised) > int(i * randomised) else "standard"
 
 
+def add_appearance_option(ap: argparse.ArgumentParser, plain_recipe: str) -> None:
+    """--randomise-appearance SHARE, as both recipes (this one and train_lacrimal) take it."""
+    def share(text: str) -> float:
+        value = float(text)
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"a share between 0 and 1, got {text}")
+        return value
+
+    ap.add_argument("--randomise-appearance", type=share, default=0.0, metavar="SHARE",
+                    help=f"share of phantoms with randomised tissue and gland intensities (0-1; default 0: {plain_recipe})")
+
+
 def openkbp_specs(folder: Path) -> list[CaseSpec]:
     """Every OpenKBP patient in `folder` (train-pats only: validation-pats is held out)."""
     from GlandSegLib.defaultmodel.openkbp import list_patients
@@ -279,8 +291,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--outlines", type=Path, default=None,
                     help="tcia-hn-labels folder (phantoms from its `test` split; `validation` is held out)")
     ap.add_argument("--phantoms-per-scan", type=int, default=PHANTOMS_PER_SCAN)
-    ap.add_argument("--randomise-appearance", type=float, default=0.0, metavar="SHARE",
-                    help="share of phantoms with randomised tissue and gland intensities (0-1; default 0: the shipped recipe)")
+    add_appearance_option(ap, "the shipped recipe")
     ap.add_argument("--openkbp", type=Path, default=None, help="OpenKBP train-pats folder (real CT, parotids)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N cases of each source (quick runs)")
     ap.add_argument("--init", default=None,
@@ -308,8 +319,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error("give --outlines and/or --openkbp")
     if a.phantoms_per_scan < 1:
         ap.error("--phantoms-per-scan must be at least 1")
-    if not 0.0 <= a.randomise_appearance <= 1.0:
-        ap.error("--randomise-appearance is a share between 0 and 1")
     return a
 
 

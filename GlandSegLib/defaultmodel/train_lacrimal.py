@@ -37,8 +37,8 @@ import SimpleITK as sitk
 from GlandSegLib.defaultmodel.phantom import OUTLINE_RATERS, list_outline_cases, outline_folder, read_outlines
 from GlandSegLib.segmentation.lacrimal import (BOX_MM, LACRIMAL_LABELS, LACRIMAL_OF_PAROTID, SPACING_MM, STAGE_KIND,
                                                label_centroid, lacrimal_box)
-from GlandSegLib.defaultmodel.train_default import (Log, _rounded, appearance_of, initial_checkpoint, plan_unless_reused,
-                                                    raw_dataset_cases)
+from GlandSegLib.defaultmodel.train_default import (Log, _rounded, add_appearance_option, appearance_of, initial_checkpoint,
+                                                    plan_unless_reused, raw_dataset_cases)
 from GlandSegLib.training.defaults import DEFAULT_BATCH, DEFAULT_CONFIGURATION, DEFAULT_FEATURES
 
 DATASET_ID = 803
@@ -204,8 +204,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--randomise-appearance", type=float, default=0.0, metavar="SHARE",
-                    help="share of phantoms with randomised tissue and gland intensities (0-1; default 0: glandseg-v3's recipe)")
+    add_appearance_option(ap, "glandseg-v3's recipe")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--jobs", type=int, default=2, help="processes rendering phantoms")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -215,8 +214,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.phantoms_per_scan < 1:
         ap.error("--phantoms-per-scan must be at least 1")
-    if not 0.0 <= a.randomise_appearance <= 1.0:
-        ap.error("--randomise-appearance is a share between 0 and 1")
     return a
 
 

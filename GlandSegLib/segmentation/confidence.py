@@ -47,6 +47,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from GlandSegLib.geometry import PhysicalBox, crop, image_bounds
+from GlandSegLib.models.registry import PRIOR_WEIGHTS_KEY
 
 PAD_VOXELS = 3  # margin around the segment, in voxels of the probability's own grid
 UNCERTAIN = (0.25, 0.75)
@@ -59,8 +60,9 @@ def model_fingerprint(metadata: Mapping) -> str | None:
     (they change which voxels win), so a reference never applies to other weights."""
     files = metadata.get("files") or {}
     sums = sorted(f"{k}:{v}" for k, v in files.items() if k.endswith(".pth"))
-    if sums and metadata.get("prior_weights"):
-        sums.append("prior_weights:" + json.dumps({str(k): float(v) for k, v in metadata["prior_weights"].items()}, sort_keys=True))
+    weights = metadata.get(PRIOR_WEIGHTS_KEY)
+    if sums and weights:
+        sums.append(f"{PRIOR_WEIGHTS_KEY}:" + json.dumps({str(k): float(v) for k, v in weights.items()}, sort_keys=True))
     return hashlib.sha256("\n".join(sums).encode()).hexdigest()[:16] if sums else None
 
 
