@@ -24,7 +24,9 @@ Matching the experts' median volume corrects a systematic shortfall; it cannot m
 misplaced gland right (model_eval's PDDCA Dice and the OpenKBP parotid Dice say whether
 it did). The network's raw probabilities are computed once per CT (stage one on the 2 mm
 crop, the lacrimal stage in its two boxes) and every candidate weight is applied to them,
-with the largest connected component per gland, as the pipeline does. --write stores the
+with the largest connected component per gland, as the pipeline does (the lacrimal glands'
+on the stage's 1.25 mm grid, where lacrimal.one_gland chooses it too; a volume written on a
+coarse CT grid is that component's samples there). --write stores the
 weights and the fit in the model's glandseg-model.json (checksums unchanged: the index
 is not in its own file table).
 """

@@ -71,8 +71,9 @@ def assess_glands(ct: sitk.Image, ct_crop: sitk.Image, model_crop: sitk.Image, p
         # brain must not move them, so --keep-rejected changes what is written, not what is found
         staged, side_probs = lacrimal_stage(ct, ct_crop, accepted, predictor.lacrimal, midline_x, sides,
                                             fallback=_lacrimal_centres(judge))
+        # each lacrimal gland is already one piece where the stage predicted it (lacrimal.one_gland);
+        # a largest component here, on a coarse CT grid, would cut a thin gland's samples apart
         labels = _with_kept(staged, labels) if keep_rejected else staged
-        labels = keep_largest_component(labels, only=LACRIMAL_LABELS)  # the other glands are already one piece
         swapped = {lab for lab, warnings in laterality_warnings(labels, midline_x).items() if warnings}
         lacrimal = judge.assess(labels, LACRIMAL_LABELS, swapped)
         confidence.update(_confidences(labels, lacrimal, side_probs))
