@@ -6,8 +6,6 @@ are checked in physical LPS space (+x = patient left), never from array indices.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -27,14 +25,13 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def keep_largest_component(labels: sitk.Image, only: Collection[int] | None = None) -> sitk.Image:
+def keep_largest_component(labels: sitk.Image) -> sitk.Image:
     """Each gland is one organ: drop islands (false positives far from the gland).
 
-    only: the gland labels to clean (default all), e.g. the ones a second stage rewrote."""
+    On the grid the labels lie on: right for stage one's glands, which are thick; the lacrimal
+    stage chooses its thin glands on its own finer grid (lacrimal.one_gland)."""
     arr = sitk.GetArrayFromImage(labels)
     for g in GLANDS:
-        if only is not None and g.label not in only:
-            continue
         mask = arr == g.label
         if mask.any():
             arr[mask & ~largest_component(mask)] = 0
