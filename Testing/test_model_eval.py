@@ -14,7 +14,9 @@ from GlandSegLib.segmentation.inference import GlandPredictor
 from GlandSegLib.cohort.metrics import dice
 from GlandSegLib.defaultmodel.model_eval import (CARD_HEADING, EVALUATION, HELDOUT_SEED_BASE, card_section, evaluate_openkbp,
                                     evaluate_phantoms, score_case, write_into_model)
-from GlandSegLib.defaultmodel.real_ct import evaluate_pddca, expert_volumes, orbit_roof_above_parotid_mm, pddca_truth
+from GlandSegLib.defaultmodel.real_ct import (POSITION_REGION_SD, centroids_mm, evaluate_pddca, expert_volumes,
+                                             orbit_roof_above_parotid_mm, pddca_truth, position_plausibility,
+                                             position_reference)
 from GlandSegLib.models.registry import load_model_info
 
 
@@ -32,6 +34,56 @@ def test_score_case_matches_a_direct_computation():
     s = score_case(pa, pb, [3])
     assert s["parotid_r"]["dice"] == pytest.approx(dice(a == 3, b == 3))
     assert s["parotid_r"]["hd95_mm"] == pytest.approx(1.0)
+
+
+def _labelmap(direction, blobs: dict[int, tuple[int, int, int]], size=(40, 40, 40), spacing=(2.0, 3.0, 2.5)):
+    """A labelmap with one 3-voxel cube per label, centred on the given (i, j, k) index."""
+    arr = np.zeros(tuple(reversed(size)), np.uint8)
+    for label, (i, j, k) in blobs.items():
+        arr[k - 1:k + 2, j - 1:j + 2, i - 1:i + 2] = label
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    img.SetOrigin((-30.0, 12.0, 250.0))
+    img.SetDirection(direction)
+    return img
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS, head first
+                                       (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS storage
+                                       (1, 0, 0, 0, 1, 0, 0, 0, -1),  # feet first (OpenKBP's)
+                                       tuple(sitk.VersorTransform((0.3, 0.2, 1.0), 0.35).GetMatrix())])  # oblique
+def test_gland_centres_are_physical_points(direction):
+    """A centre is where the gland lies in the patient, whatever the storage: the physical point
+    of its voxels' mean index."""
+    img = _labelmap(direction, {3: (10, 20, 30), 6: (25, 7, 12)})
+    centres = centroids_mm(img)
+    assert set(centres) == {"parotid_r", "submandibular_l"}
+    for key, idx in (("parotid_r", (10, 20, 30)), ("submandibular_l", (25, 7, 12))):
+        assert centres[key] == pytest.approx(img.TransformIndexToPhysicalPoint(idx), abs=0.01)
+
+
+def test_gland_position_against_the_experts_anatomy():
+    """A gland placed at the experts' mean offset from its parotid is inside their region; moved
+    4 SDs on one axis it is not; a gland without its parotid outlined is not judged."""
+    ref = position_reference()
+    assert set(ref) == {g.key for g in GLANDS if g.organ != "parotid"}
+    for key, r in ref.items():
+        assert r["reference"] == "parotid_" + key[-1] and r["n"] >= 60
+        assert 0.85 <= r["experts_inside"] <= 1.0 and 3 < r["experts_distance_mm_median"] < 20
+    # the experts' anatomy in LPS: the submandibular gland lies medial, anterior and below the
+    # parotid; the lacrimal gland medial, anterior and above it
+    sub_r, lac_l = ref["submandibular_r"]["mean_mm"], ref["lacrimal_l"]["mean_mm"]
+    assert sub_r[0] > 0 and sub_r[1] < 0 and sub_r[2] < -20 and lac_l[0] < 0 and lac_l[1] < 0 and lac_l[2] > 40
+    parotid = [-60.0, 30.0, -100.0]
+    at_mean = [p + m for p, m in zip(parotid, sub_r)]
+    off = list(at_mean)
+    off[1] += 4 * ref["submandibular_r"]["sd_mm"][1]
+    found = {"a": {"submandibular_r": at_mean}, "b": {"submandibular_r": off}, "c": {"submandibular_r": at_mean}}
+    outlined = {"a": {"parotid_r": parotid}, "b": {"parotid_r": parotid}, "c": {"parotid_l": [60.0, 30.0, -100.0]}}
+    row = position_plausibility(found, outlined, ref)["submandibular_r"]
+    assert row["n"] == 2 and row["inside_expert_region"] == 1 and row["outside"] == ["b"]
+    assert row["distance_mm_median"] == pytest.approx(2 * ref["submandibular_r"]["sd_mm"][1], abs=0.1)
+    assert 4 > POSITION_REGION_SD > 2
 
 
 def test_published_phantom_metrics_are_reproduced(predictor, tmp_path, shared_data):
@@ -106,6 +158,13 @@ def test_openkbp_parotids_are_scored(predictor, tmp_path, shared_data):
             assert v["patients_in_view"] == 2 and v["found"] == sum(x > 0 for x in vols)
         e = v["experts"]
         assert v["inside_expert_range"] == sum(e["p05_ml"] <= x <= e["p95_ml"] for x in vols if x > 0)
+    # every gland found is placed against the outlined parotid of its side
+    where = result["position_plausibility"]
+    for key, v in where.items():
+        side = "parotid_" + key[-1]
+        beside = [p for p in result["centroids_mm"] if key in result["centroids_mm"][p]
+                  and side in result["outlined_parotid_centroids_mm"][p]]
+        assert v["n"] == len(beside) and v["inside_expert_region"] + len(v["outside"]) == v["n"]
     # lacrimal glands are counted only where the scan reaches the orbit roof
     roof = result["orbit_roof_above_parotid_mm"]["p95_mm"]
     reaching = [p for p, mm in result["scan_top_above_parotid_mm"].items() if mm is not None and mm >= roof]

@@ -29,8 +29,9 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from GlandSegLib.glands import GLANDS, BY_LABEL
-from GlandSegLib.defaultmodel.real_ct import (ORBIT_ROOF_PERCENTILE, evaluate_pddca, expert_volumes,
-                                             orbit_roof_above_parotid_mm, scan_top_above_parotid_mm, score_case,
+from GlandSegLib.defaultmodel.real_ct import (ORBIT_ROOF_PERCENTILE, POSITION_REGION_SD, centroids_mm, evaluate_pddca,
+                                             expert_volumes, orbit_roof_above_parotid_mm, position_plausibility,
+                                             position_reference, scan_top_above_parotid_mm, score_case,
                                              volume_plausibility)
 
 HELDOUT_SEED_BASE = 900_000_000  # train_default draws seeds below 2**31 from its own rng; these are fixed and listed
@@ -82,13 +83,14 @@ def evaluate_phantoms(predictor, outlines: Path, work: Path, limit: int | None =
 
 def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = None, outlines: Path | None = None) -> dict:
     """Parotids scored against OpenKBP's outlines; every gland's volume found against the TCIA
-    experts' range (with `outlines`), the lacrimal glands only where the scan reaches the orbit roof."""
+    experts' range (with `outlines`), the lacrimal glands only where the scan reaches the orbit roof;
+    every other gland's centre against where the experts' lie relative to the outlined parotid."""
     from GlandSegLib.defaultmodel.openkbp import PAROTIDS, list_patients, parotid_truth
     from GlandSegLib.errors import NoHeadError
     from GlandSegLib.segmentation.pipeline import segment
 
     roof = orbit_roof_above_parotid_mm(outlines) if outlines else None
-    cases, failures, volumes, reach, in_view = {}, {}, {}, {}, {}
+    cases, failures, volumes, reach, in_view, centres, parotid_centres = {}, {}, {}, {}, {}, {}, {}
     for patient in list_patients(folder)[:limit]:
         truth = parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd")))
         try:
@@ -98,12 +100,15 @@ def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = No
             continue
         cases[patient.name] = score_case(res.labels, truth, list(PAROTIDS.values()))
         volumes[patient.name] = {BY_LABEL[row["label"]].key: row["volume_ml"] for row in res.report["glands"]}
+        centres[patient.name], parotid_centres[patient.name] = centroids_mm(res.labels), centroids_mm(truth)
         reach[patient.name] = scan_top_above_parotid_mm(sitk.ReadImage(str(patient / "ct.nrrd")), truth)
         if roof:
             reaches_roof = reach[patient.name] is not None and reach[patient.name] >= roof[f"p{ORBIT_ROOF_PERCENTILE}_mm"]
             in_view[patient.name] = {g.key: reaches_roof for g in GLANDS if g.organ == "lacrimal"}
     result = {"cases": cases, "failures": failures, "summary": summarize(list(cases.values())),
-              "volumes_ml": volumes, "scan_top_above_parotid_mm": reach}
+              "volumes_ml": volumes, "scan_top_above_parotid_mm": reach,
+              "centroids_mm": centres, "outlined_parotid_centroids_mm": parotid_centres,
+              "position_plausibility": position_plausibility(centres, parotid_centres, position_reference())}
     if outlines:
         result["orbit_roof_above_parotid_mm"] = roof
         result["volume_plausibility"] = volume_plausibility(volumes, expert_volumes(outlines), in_view)
@@ -150,6 +155,19 @@ def _real_ct_tables(result: dict) -> list[str]:
                 e = v["experts"]
                 out.append(f"| {key} | {v['patients_in_view']} | {v['found']} | {_fmt(v['volume_ml_median'])} | "
                            f"{v['inside_expert_range']} of {v['found']} | {e['median_ml']:g} ({e['p05_ml']:g}-{e['p95_ml']:g}) |")
+            out.append("")
+        where = kbp.get("position_plausibility")
+        if where:
+            out += ["Where the glands found on the same real CTs lie: each gland's centre against where the TCIA experts' "
+                    "lie relative to the centre of the outlined parotid of its side (mean and SD per axis over 70 outline "
+                    f"sets); the experts' 95% region spans {POSITION_REGION_SD} SDs. A volume inside the experts' range "
+                    "in the wrong place is not the gland.", "",
+                    "| gland | found beside an outlined parotid | centre's distance from the experts' mean, median (mm) | "
+                    "inside the experts' 95% region | the experts' own: distance median (mm), inside |", "|---|---|---|---|---|"]
+            for key, v in where.items():
+                share = v["experts_inside"]
+                out.append(f"| {key} | {v['n']} | {_fmt(v['distance_mm_median'])} | {v['inside_expert_region']} of {v['n']} | "
+                           f"{_fmt(v['experts_distance_mm_median'])}, {'-' if share is None else f'{share:.0%}'} |")
             out.append("")
     return out
 

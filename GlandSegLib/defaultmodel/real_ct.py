@@ -9,8 +9,12 @@ Three real sources, each for what it can tell (see ../shared/data/README.md):
 * the 33 OpenKBP validation CTs: expert parotids (Dice, HD95, surface Dice), and for
   every gland the volume found against the experts' distribution;
 * the 70 TCIA expert outline sets (no CT): the distribution of gland volumes (median,
-  5th-95th percentile) and how far the orbit roof lies above the parotids, which says
-  whether a scan's field of view reaches the lacrimal glands at all.
+  5th-95th percentile), how far the orbit roof lies above the parotids, which says
+  whether a scan's field of view reaches the lacrimal glands at all, and where each gland's
+  centre lies relative to the parotid of its side (expected_anatomy.json). On OpenKBP the
+  parotids are outlined, so a submandibular or lacrimal gland found there can be placed
+  against the experts' anatomy without outlines of its own: a right volume in the wrong
+  place is not a right gland.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ PDDCA_STRUCTURES = {"Parotid_R": gland("parotid", "R").label, "Parotid_L": gland
 _TCIA_COLUMN = {"parotid": "Parotid", "submandibular": "Submandibular", "lacrimal": "Lacrimal"}
 _SIDE = {"R": "Rt", "L": "Lt"}
 ORBIT_ROOF_PERCENTILE = 95  # a scan reaching this far above the parotids holds the orbit roof of 95% of people
+# Where the experts' glands lie, as three independent normal offsets (x, y, z): 95% of them lie
+# within this many SDs (square root of chi-square's 95th percentile with 3 degrees of freedom)
+POSITION_REGION_SD = 2.795
+_AXES = ("x", "y", "z")
 
 
 # ----------------------------------------------------------------------------- the experts
@@ -159,4 +167,72 @@ def volume_plausibility(found: dict[str, dict[str, float]], experts: dict[str, d
                       "inside_expert_range": len(inside),
                       "median_inside_expert_range": bool(vols) and e["p05_ml"] <= statistics.median(vols) <= e["p95_ml"],
                       "experts": e}
+    return out
+
+
+# ----------------------------------------------------------------------------- where the glands lie
+
+
+def centroids_mm(labels: sitk.Image) -> dict[str, list[float]]:
+    """Physical (LPS) centre of every gland present in a GlandSeg labelmap."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(labels)
+    return {BY_LABEL[int(v)].key: [round(c, 2) for c in stats.GetCentroid(int(v))]
+            for v in stats.GetLabels() if int(v) in BY_LABEL}
+
+
+def position_reference(anatomy=None) -> dict[str, dict]:
+    """Per gland other than the parotids: the experts' offset of its centre from the centre of
+    the parotid of its side (mean, SD per axis; 70 TCIA outline sets), and the share of the
+    experts' own glands inside the region POSITION_REGION_SD spans, the rate a model at the
+    experts' level would reach."""
+    from GlandSegLib.segmentation.anatomy import ExpectedAnatomy
+
+    anatomy = anatomy or ExpectedAnatomy.load()
+    out = {}
+    for g in GLANDS:
+        if g.organ == "parotid":
+            continue
+        ref = gland("parotid", g.side).key
+        offs = [anatomy.offsets(g.key, f"centroid_{a}")[f"{ref}.centroid_{a}"] for a in _AXES]
+        pairs = [(s["glands"][g.key]["c"], s["glands"][ref]["c"]) for s in anatomy.data.get("sets", [])
+                 if g.key in s["glands"] and ref in s["glands"]]
+        own = [_position_distance(c, q, offs) for c, q in pairs]
+        own_mm = [_distance_mm(c, q, offs) for c, q in pairs]
+        out[g.key] = {"reference": ref, "mean_mm": [o.mean for o in offs], "sd_mm": [o.sd for o in offs], "n": offs[0].n,
+                      "experts_inside": round(float(np.mean([d <= POSITION_REGION_SD for d in own])), 3) if own else None,
+                      "experts_distance_mm_median": round(float(np.median(own_mm)), 1) if own_mm else None}
+    return out
+
+
+def _distance_mm(centre, parotid_centre, offsets) -> float:
+    """Distance of a gland's centre from where the experts' lie on average, in mm."""
+    return float(np.linalg.norm([c - p - o.mean for c, p, o in zip(centre, parotid_centre, offsets)]))
+
+
+def _position_distance(centre, parotid_centre, offsets) -> float:
+    """Distance of a gland's centre from where the experts' lie, in SDs (per axis, combined)."""
+    z = [(c - p - o.mean) / o.sd for c, p, o in zip(centre, parotid_centre, offsets)]
+    return float(np.sqrt(np.sum(np.square(z))))
+
+
+def position_plausibility(found: dict[str, dict[str, list[float]]], parotids: dict[str, dict[str, list[float]]],
+                          reference: dict[str, dict]) -> dict[str, dict]:
+    """Per gland over patients: of the glands found where the parotid of the same side is
+    outlined, how far their centres lie from where the experts' would (mm, and in SDs), and
+    how many lie inside the experts' 95% region."""
+    from GlandSegLib.segmentation.anatomy import Offset
+
+    out = {}
+    for key, ref in reference.items():
+        offs = [Offset(m, s, ref["n"]) for m, s in zip(ref["mean_mm"], ref["sd_mm"])]
+        rows = {p: (found[p][key], parotids[p][ref["reference"]]) for p in found
+                if key in found[p] and ref["reference"] in parotids.get(p, {})}
+        mm = [_distance_mm(c, q, offs) for c, q in rows.values()]
+        sds = [_position_distance(c, q, offs) for c, q in rows.values()]
+        out[key] = {"n": len(rows), "distance_mm_median": round(float(np.median(mm)), 1) if mm else None,
+                    "distance_sd_median": round(float(np.median(sds)), 2) if sds else None,
+                    "inside_expert_region": int(sum(d <= POSITION_REGION_SD for d in sds)),
+                    "experts_inside": ref["experts_inside"], "experts_distance_mm_median": ref["experts_distance_mm_median"],
+                    "outside": sorted(p for p, d in zip(rows, sds) if d > POSITION_REGION_SD)}
     return out
