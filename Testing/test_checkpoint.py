@@ -1,7 +1,6 @@
 """Checkpoints are loaded without running code from them."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

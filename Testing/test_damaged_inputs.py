@@ -9,7 +9,6 @@ that `segment`, `batch` and `prepare` never run on partial data.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.glands import IGNORE_LABEL, gland
-from GlandSegLib.defaultmodel.openkbp import (AIR_HU, LEFT_PAROTID, MANDIBLE, RIGHT_PAROTID, RING_MM, list_patients,
+from GlandSegLib.defaultmodel.openkbp import (AIR_HU, MANDIBLE, RIGHT_PAROTID, RING_MM, list_patients,
                                  parotid_truth, partial_labels)
 
 PAROTID_R, PAROTID_L = gland("parotid", "R").label, gland("parotid", "L").label
