@@ -160,8 +160,8 @@ def _real_ct_tables(result: dict) -> list[str]:
         if where:
             out += ["Where the glands found on the same real CTs lie: each gland's centre against where the TCIA experts' "
                     "lie relative to the centre of the outlined parotid of its side (mean and SD per axis over the TCIA "
-                    f"outline sets, 70 less resected glands); the experts' 95% region spans {POSITION_REGION_SD} SDs. A volume inside the experts' range "
-                    "in the wrong place is not the gland.", "",
+                    "outline sets, 70 less resected glands); the experts' 95% region spans "
+                    f"{POSITION_REGION_SD} SDs. A volume inside the experts' range in the wrong place is not the gland.", "",
                     "| gland | found beside an outlined parotid | centre's distance from the experts' mean, median (mm) | "
                     "inside the experts' 95% region | the experts' own: distance median (mm), inside |", "|---|---|---|---|---|"]
             for key, v in where.items():
