@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +94,28 @@ def pipeline(tmp_path_factory):
     return types.SimpleNamespace(raw=raw, plan=plan, first=first, resumed=resumed, tuned=tuned, dest=dest, lines=lines,
                                  resumed_weights=resumed_weights,
                                  folders=folders, env_before=env_before)
+
+
+def test_nnunet_lists_the_cases_without_forking(tmp_path, monkeypatch):
+    """dataset.json lists every case, so nnU-Net never looks for them with its fork()ed
+    Pool(12): forking a process that runs threads (torch, Slicer, pytest) can leave a child
+    stuck on a lock forever, which once hung this suite in plan_and_preprocess."""
+    import nnunetv2.utilities.utils as nnunet_utils
+
+    from GlandSegLib.training.dataset import write_raw_dataset
+
+    def no_pool(*a, **k):
+        raise AssertionError("nnU-Net listed the cases with a forked Pool")
+
+    monkeypatch.setattr(nnunet_utils, "Pool", no_pool)
+    cases = [(f"blob{i}", *blob_case(i)) for i in (2, 0, 1)]
+    raw = write_raw_dataset(cases, tmp_path, 986, "ListTest", SPACING_XYZ, "blobs")
+    found = nnunet_utils.get_filenames_of_train_images_and_targets(str(raw))
+    assert list(found) == ["blob0", "blob1", "blob2"]
+    for case_id, entry in found.items():
+        assert entry["images"] == [str(raw / "imagesTr" / f"{case_id}_0000.nii.gz")]
+        assert entry["label"] == str(raw / "labelsTr" / f"{case_id}.nii.gz")
+        assert Path(entry["label"]).is_file() and Path(entry["images"][0]).is_file()
 
 
 def test_raw_dataset_layout_and_labels(pipeline):
@@ -193,6 +216,10 @@ def test_export_index_and_checksums(pipeline):
 
     dest = pipeline.dest
     index = json.loads((dest / INDEX_FILE).read_text())
+    # the training's file list stays behind; the labels and crop recipe travel
+    exported = json.loads((dest / "dataset.json").read_text())
+    assert "dataset" not in exported and "glandseg" in exported
+    assert "dataset" in json.loads((pipeline.raw / "dataset.json").read_text())
     assert index["format"] == 1 and index["name"] == "test-model"
     assert index["configuration"] == "3d_compact" and index["folds"] == ["all"]
     assert index["trainer"] == "nnUNetTrainerNoMirroring" and index["plans"] == "nnUNetPlans"

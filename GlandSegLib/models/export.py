@@ -162,6 +162,7 @@ def export_model(
     plans = json.loads((src / "plans.json").read_text())
     plans.pop("continue_training", None)
     dataset_json = json.loads((src / "dataset.json").read_text())
+    dataset_json.pop("dataset", None)  # where the training files lay: nothing a model needs, nor should carry
     if configuration not in plans.get("configurations", {}):
         raise ValueError(f"configuration {configuration!r} of the checkpoint is not in plans.json")
     _check_labels(dataset_json)

@@ -141,6 +141,10 @@ def write_raw_dataset(
         "file_ending": file_ending,
         # explicit: the plans record it and inference reads with the same class
         "overwrite_image_reader_writer": "SimpleITKIO",
+        # every case listed: without this nnU-Net finds the files with a fork()ed Pool(12), which
+        # can deadlock in a process that already runs threads (torch, Slicer, a test runner)
+        "dataset": {c: {"images": [f"imagesTr/{c}_0000{file_ending}"], "label": f"labelsTr/{c}{file_ending}"}
+                    for c in sorted(seen)},
         "glandseg": {
             "format": 1,
             "crop": {
