@@ -100,7 +100,9 @@ def evaluate_openkbp(predictor, folder: Path, work: Path, limit: int | None = No
             continue
         cases[patient.name] = score_case(res.labels, truth, list(PAROTIDS.values()))
         volumes[patient.name] = {BY_LABEL[row["label"]].key: row["volume_ml"] for row in res.report["glands"]}
-        centres[patient.name], parotid_centres[patient.name] = centroids_mm(res.labels), centroids_mm(truth)
+        centres[patient.name] = {BY_LABEL[row["label"]].key: row["centroid_lps_mm"] for row in res.report["glands"]
+                                 if row.get("centroid_lps_mm") is not None}
+        parotid_centres[patient.name] = centroids_mm(truth)
         reach[patient.name] = scan_top_above_parotid_mm(sitk.ReadImage(str(patient / "ct.nrrd")), truth)
         if roof:
             reaches_roof = reach[patient.name] is not None and reach[patient.name] >= roof[f"p{ORBIT_ROOF_PERCENTILE}_mm"]

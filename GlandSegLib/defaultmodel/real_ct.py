@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from GlandSegLib.cohort.metrics import SURFACE_TOLERANCE_MM, dice, hd95, surface_dice, volume_error_percent
-from GlandSegLib.geometry import voxel_volume_ml
+from GlandSegLib.geometry import centroid_lps, voxel_volume_ml
 from GlandSegLib.glands import BY_LABEL, GLANDS, gland
 
 PDDCA_CASE = "pddca-0522c0001"
@@ -174,11 +174,11 @@ def volume_plausibility(found: dict[str, dict[str, float]], experts: dict[str, d
 
 
 def centroids_mm(labels: sitk.Image) -> dict[str, list[float]]:
-    """Physical (LPS) centre of every gland present in a GlandSeg labelmap."""
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(labels)
-    return {BY_LABEL[int(v)].key: [round(c, 2) for c in stats.GetCentroid(int(v))]
-            for v in stats.GetLabels() if int(v) in BY_LABEL}
+    """Physical (LPS) centre of every gland present in a GlandSeg labelmap (an outline's; the
+    glands a segmentation finds come with theirs in its report)."""
+    arr = sitk.GetArrayViewFromImage(labels)
+    return {g.key: [round(float(v), 2) for v in c] for g in GLANDS
+            if (c := centroid_lps(arr == g.label, labels)) is not None}
 
 
 def position_reference(anatomy=None) -> dict[str, dict]:
@@ -195,25 +195,20 @@ def position_reference(anatomy=None) -> dict[str, dict]:
             continue
         ref = gland("parotid", g.side).key
         offs = [anatomy.offsets(g.key, f"centroid_{a}")[f"{ref}.centroid_{a}"] for a in _AXES]
-        pairs = [(s["glands"][g.key]["c"], s["glands"][ref]["c"]) for s in anatomy.data.get("sets", [])
-                 if g.key in s["glands"] and ref in s["glands"]]
-        own = [_position_distance(c, q, offs) for c, q in pairs]
-        own_mm = [_distance_mm(c, q, offs) for c, q in pairs]
-        out[g.key] = {"reference": ref, "mean_mm": [o.mean for o in offs], "sd_mm": [o.sd for o in offs], "n": offs[0].n,
-                      "experts_inside": round(float(np.mean([d <= POSITION_REGION_SD for d in own])), 3) if own else None,
-                      "experts_distance_mm_median": round(float(np.median(own_mm)), 1) if own_mm else None}
+        mean, sd = [o.mean for o in offs], [o.sd for o in offs]
+        own = [_distances(s["glands"][g.key]["c"], s["glands"][ref]["c"], mean, sd) for s in anatomy.data.get("sets", [])
+               if g.key in s["glands"] and ref in s["glands"]]
+        out[g.key] = {"reference": ref, "mean_mm": mean, "sd_mm": sd, "n": offs[0].n,
+                      "experts_inside": round(float(np.mean([d <= POSITION_REGION_SD for _, d in own])), 3) if own else None,
+                      "experts_distance_mm_median": round(float(np.median([m for m, _ in own])), 1) if own else None}
     return out
 
 
-def _distance_mm(centre, parotid_centre, offsets) -> float:
-    """Distance of a gland's centre from where the experts' lie on average, in mm."""
-    return float(np.linalg.norm([c - p - o.mean for c, p, o in zip(centre, parotid_centre, offsets)]))
-
-
-def _position_distance(centre, parotid_centre, offsets) -> float:
-    """Distance of a gland's centre from where the experts' lie, in SDs (per axis, combined)."""
-    z = [(c - p - o.mean) / o.sd for c, p, o in zip(centre, parotid_centre, offsets)]
-    return float(np.sqrt(np.sum(np.square(z))))
+def _distances(centre, parotid_centre, mean, sd) -> tuple[float, float]:
+    """How far a gland's centre lies from where the experts' lie on average, relative to the
+    parotid of its side: in mm, and in SDs (per axis, combined)."""
+    r = np.subtract(np.subtract(centre, parotid_centre), mean)
+    return float(np.linalg.norm(r)), float(np.linalg.norm(r / np.asarray(sd, float)))
 
 
 def position_plausibility(found: dict[str, dict[str, list[float]]], parotids: dict[str, dict[str, list[float]]],
@@ -221,18 +216,14 @@ def position_plausibility(found: dict[str, dict[str, list[float]]], parotids: di
     """Per gland over patients: of the glands found where the parotid of the same side is
     outlined, how far their centres lie from where the experts' would (mm, and in SDs), and
     how many lie inside the experts' 95% region."""
-    from GlandSegLib.segmentation.anatomy import Offset
-
     out = {}
     for key, ref in reference.items():
-        offs = [Offset(m, s, ref["n"]) for m, s in zip(ref["mean_mm"], ref["sd_mm"])]
-        rows = {p: (found[p][key], parotids[p][ref["reference"]]) for p in found
+        rows = {p: _distances(found[p][key], parotids[p][ref["reference"]], ref["mean_mm"], ref["sd_mm"]) for p in found
                 if key in found[p] and ref["reference"] in parotids.get(p, {})}
-        mm = [_distance_mm(c, q, offs) for c, q in rows.values()]
-        sds = [_position_distance(c, q, offs) for c, q in rows.values()]
+        mm, sds = [m for m, _ in rows.values()], [d for _, d in rows.values()]
         out[key] = {"n": len(rows), "distance_mm_median": round(float(np.median(mm)), 1) if mm else None,
                     "distance_sd_median": round(float(np.median(sds)), 2) if sds else None,
                     "inside_expert_region": int(sum(d <= POSITION_REGION_SD for d in sds)),
                     "experts_inside": ref["experts_inside"], "experts_distance_mm_median": ref["experts_distance_mm_median"],
-                    "outside": sorted(p for p, d in zip(rows, sds) if d > POSITION_REGION_SD)}
+                    "outside": sorted(p for p, (_, d) in rows.items() if d > POSITION_REGION_SD)}
     return out
