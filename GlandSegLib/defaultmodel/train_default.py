@@ -295,7 +295,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--openkbp", type=Path, default=None, help="OpenKBP train-pats folder (real CT, parotids)")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N cases of each source (quick runs)")
     ap.add_argument("--init", default=None,
-                    help="start from this installed model's weights (name or folder; same network), e.g. " + INIT_MODEL)
+                    help="start from this installed model's weights (name or folder; same network), e.g. " + INIT_MODEL
+                    + "; with --continue, only where --work has no checkpoint yet (reuse prepared cases, new start)")
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     ap.add_argument("--iterations", type=int, default=ITERATIONS, help="training iterations per epoch")
     ap.add_argument("--val-iterations", type=int, default=None, help="validation iterations per epoch (default: iterations/10)")
@@ -352,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.manual_seed(args.seed)
         specs = all_specs(args)
-        init = initial_checkpoint(args.init) if args.init and not args.continue_training else None
+        init = initial_checkpoint(args.init) if args.init else None  # the trainer ignores it when resuming
         raw = folders.raw / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
 
         def write(infos: list[dict]) -> None:
