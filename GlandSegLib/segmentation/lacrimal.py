@@ -119,13 +119,6 @@ def merge_lacrimal(labels: sitk.Image, side_probs: Mapping[int, tuple[sitk.Image
     return out
 
 
-def refine_lacrimals(ct: sitk.Image, ct_crop: sitk.Image, labels: sitk.Image, stage,
-                     midline_x: float | None = None) -> sitk.Image:
-    """Run the lacrimal stage (an inference.GlandPredictor of a stage model) beside each
-    parotid of `labels` and merge its glands into the labels (see lacrimal_stage)."""
-    return lacrimal_stage(ct, ct_crop, labels, stage, midline_x)[0]
-
-
 def lacrimal_stage(ct: sitk.Image, ct_crop: sitk.Image, labels: sitk.Image, stage, midline_x: float | None = None,
                    sides: Collection[int] | None = None,
                    fallback: Mapping[int, Sequence[float]] | None = None) -> tuple[sitk.Image, dict[int, sitk.Image]]:
