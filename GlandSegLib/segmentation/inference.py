@@ -4,7 +4,10 @@ nnU-Net's own loader (`initialize_from_trained_model_folder`) finds the trainer 
 name, which imports every trainer, including ones that need torchvision; with a CPU torch
 that import fails. GlandSeg builds the network from the plans itself and hands it to
 `nnUNetPredictor.manual_initialization`, so inference needs only stock nnunetv2 and never
-imports torchvision. Mirroring is always off: left and right glands are different classes.
+imports torchvision. nnU-Net's mirroring is always off: left and right glands are different
+classes. A model may ask for GlandSeg's own left-right mirroring instead (MIRROR_KEY): the
+crop is predicted as it is and flipped left to right, and the flipped prediction's right and
+left glands trade places before the two are averaged, which a mirror-trained model could not do.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import SimpleITK as sitk
 
 from GlandSegLib.models.checkpoint import load_checkpoint
 from GlandSegLib.errors import DependencyError, ModelError
+from GlandSegLib.glands import GLANDS, partner
 from GlandSegLib.models.registry import ModelInfo
 from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage
 
@@ -30,6 +34,12 @@ ProgressFn = Callable[[float, str], None]
 # as much as the model's own error: accuracy first, speed on request (--tile-step 0.75).
 DEFAULT_TILE_STEP = 0.5
 TILE_STEP_RANGE = (0.1, 1.0)  # fractions of the patch; outside it, tiles skip voxels or crawl
+
+# glandseg-model.json: {"inference": {"mirror_left_right": true}} asks for the mirrored second
+# pass. It belongs to the model, not to a run: the prior weights are fitted on its probabilities.
+MIRROR_KEY = "mirror_left_right"
+# canonical label -> the label of the same organ on the other side (background stays)
+MIRRORED_LABEL = {0: 0, **{g.label: partner(g).label for g in GLANDS}}
 
 
 def choose_device(requested: str = "auto") -> str:
@@ -48,9 +58,12 @@ class GlandPredictor:
     """A loaded model, ready to predict crops; load once, predict many (batch, benchmark)."""
 
     def __init__(self, info: ModelInfo, device: str = "auto", *, trust_model: bool = False,
-                 tile_step_size: float | None = None, prior_weights: Mapping[int, float] | None = None):
+                 tile_step_size: float | None = None, prior_weights: Mapping[int, float] | None = None,
+                 mirror: bool | None = None):
         """prior_weights: per-gland weights on the probabilities (prior_weights.py); None: the
-        model's own (glandseg-model.json), {}: none, the network's raw probabilities."""
+        model's own (glandseg-model.json), {}: none, the network's raw probabilities.
+        mirror: average with the left-right mirrored prediction (MIRROR_KEY); None: as the
+        model says, False for models that say nothing."""
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -59,6 +72,11 @@ class GlandPredictor:
 
         self.info = info
         self.device = choose_device(device)
+        self.mirror = bool((info.metadata.get("inference") or {}).get(MIRROR_KEY, False)) if mirror is None else mirror
+        glands = set(info.label_map.values())
+        if self.mirror and {MIRRORED_LABEL[g] for g in glands} != glands:
+            raise ModelError(f"{info.name}: mirrored inference needs each gland's partner on the other side, "
+                             f"model has labels {sorted(glands)}")
         if tile_step_size is None:
             tile_step_size = DEFAULT_TILE_STEP
         if not TILE_STEP_RANGE[0] <= tile_step_size <= TILE_STEP_RANGE[1]:
@@ -95,7 +113,8 @@ class GlandPredictor:
         # the weights are the whole model's, the stage applies its own glands' share
         lacrimal = info.stages.get("lacrimal")
         self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
-                                       prior_weights=weights_for_stage(self.prior_weights, "lacrimal")) \
+                                       prior_weights=weights_for_stage(self.prior_weights, "lacrimal"),
+                                       mirror=self.mirror) \
             if lacrimal is not None else None
 
     def n_tiles(self, shape_zyx: tuple[int, ...]) -> int:
@@ -103,12 +122,13 @@ class GlandPredictor:
 
         padded = [max(s, p) for s, p in zip(shape_zyx, self._patch)]
         steps = compute_steps_for_sliding_window(padded, self._patch, self.predictor.tile_step_size)
-        return int(np.prod([len(s) for s in steps])) * len(self.info.folds)
+        return int(np.prod([len(s) for s in steps])) * len(self.info.folds) * (2 if self.mirror else 1)
 
     def predict_probabilities(self, crop: sitk.Image, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
         """Per canonical label (0 = background), its probability map (float32, z-y-x) on `crop`'s grid.
 
-        `crop` must be on the model grid (identity direction, model spacing).
+        `crop` must be on the model grid (identity direction, model spacing): its last array
+        axis runs from the patient's right to left, so flipping it mirrors the patient.
         """
         data = sitk.GetArrayFromImage(crop).astype(np.float32, copy=False)[None]
         total = self.n_tiles(data.shape[1:])
@@ -122,16 +142,27 @@ class GlandPredictor:
         handle = self._network.register_forward_hook(hook)
         try:
             spacing_zyx = list(reversed(crop.GetSpacing()))
-            _seg, probs = self.predictor.predict_single_npy_array(data, {"spacing": spacing_zyx}, None, None, True)
+            out = self._network_probabilities(data, spacing_zyx)
+            if self.mirror:
+                flipped = self._network_probabilities(np.ascontiguousarray(data[..., ::-1]), spacing_zyx)
+                for canon, p in flipped.items():  # the flipped right gland is the left one
+                    out[MIRRORED_LABEL[canon]] += p[..., ::-1]
+                    out[MIRRORED_LABEL[canon]] *= 0.5
+                del flipped
         finally:
             handle.remove()
+        return apply_prior_weights(out, self.prior_weights)
+
+    def _network_probabilities(self, data: np.ndarray, spacing_zyx: list[float]) -> dict[int, np.ndarray]:
+        """The network's own probabilities per canonical label, before any prior weight."""
+        _seg, probs = self.predictor.predict_single_npy_array(data, {"spacing": spacing_zyx}, None, None, True)
         out = {0: np.asarray(probs[0], dtype=np.float32)}
         for value, canon in self.info.label_map.items():
             out[canon] = np.asarray(probs[value], dtype=np.float32)
         ignored = [v for v in range(1, probs.shape[0]) if v not in self.info.label_map]
         if ignored:  # structures that are not glands still compete, as background
             out[0] = out[0] + probs[ignored].sum(axis=0).astype(np.float32)
-        return apply_prior_weights(out, self.prior_weights)
+        return out
 
 
 def probabilities_to_labels(probs: dict[int, np.ndarray], model_crop: sitk.Image, target: sitk.Image) -> sitk.Image:
