@@ -109,6 +109,8 @@ def test_the_shipped_model_has_a_reference_for_every_gland_and_no_other_weights_
     other = json.loads(json.dumps(info.metadata))
     other["files"]["fold_all/checkpoint_final.pth"] = "0" * 64
     assert model_fingerprint(other) != model_fingerprint(info.metadata) and reference_for(other) is None
+    mirrored = dict(info.metadata, inference={"mirror_left_right": True})  # same weights, run another way
+    assert model_fingerprint(mirrored) != model_fingerprint(info.metadata) and reference_for(mirrored) is None
 
 
 def test_review_order_puts_the_least_confident_written_segment_first():

@@ -56,13 +56,16 @@ REFERENCE_FILE = Path(__file__).with_name("confidence_reference.json")
 
 def model_fingerprint(metadata: Mapping) -> str | None:
     """A model's identity for its confidence reference: the SHA-256 of its checkpoints' own
-    SHA-256s (glandseg-model.json's file table) and of its prior weights where it has any
-    (they change which voxels win), so a reference never applies to other weights."""
+    SHA-256s (glandseg-model.json's file table), of its prior weights and of its inference
+    settings (inference.MIRROR_KEY) where it has any (they change which voxels win), so a
+    reference never applies to other weights or another way of running them."""
     files = metadata.get("files") or {}
     sums = sorted(f"{k}:{v}" for k, v in files.items() if k.endswith(".pth"))
     weights = metadata.get(PRIOR_WEIGHTS_KEY)
     if sums and weights:
         sums.append(f"{PRIOR_WEIGHTS_KEY}:" + json.dumps({str(k): float(v) for k, v in weights.items()}, sort_keys=True))
+    if sums and metadata.get("inference"):
+        sums.append("inference:" + json.dumps(metadata["inference"], sort_keys=True))
     return hashlib.sha256("\n".join(sums).encode()).hexdigest()[:16] if sums else None
 
 
