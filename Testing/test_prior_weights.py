@@ -115,6 +115,30 @@ def test_the_network_grows_a_weighted_gland_on_the_sample(tmp_path):
     np.testing.assert_allclose(sum(pw.values()), 1.0, atol=1e-4)
 
 
+def test_lacrimal_weights_reach_the_lacrimal_stage_only(tmp_path):
+    """A two-stage model's lacrimal weights belong to its lacrimal stage. Stage one's lacrimal
+    voxels are erased when the stage's glands are merged, so weighting them in stage one
+    would only take tissue from the other glands: with a large left lacrimal weight, stage
+    one's weak lacrimal probability beside a submandibular gland once emptied that gland."""
+    from GlandSegLib.geometry import crop, model_grid, resample_to
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.inference import GlandPredictor
+    from GlandSegLib.segmentation.pipeline import find_head
+
+    info = load_model_info(str(_model_copy(tmp_path, {"1": 30, "2": 30, "5": 2})))
+    assert "lacrimal" in info.stages
+    ct = read_ct(SAMPLE).image
+    box = find_head(ct, "fast")
+    model_crop = resample_to(crop(ct, box), model_grid(box, info.spacing_xyz))
+    weighted = GlandPredictor(info, "cpu")
+    only_submandibular = GlandPredictor(info, "cpu", prior_weights={5: 2.0})
+    assert weighted.prior_weights == {1: 30.0, 2: 30.0, 5: 2.0} and weighted.lacrimal.prior_weights == {1: 30.0, 2: 30.0}
+    pw, ps = weighted.predict_probabilities(model_crop), only_submandibular.predict_probabilities(model_crop)
+    for label in pw:
+        np.testing.assert_array_equal(pw[label], ps[label])
+
+
 # ----------------------------------------------------------------------------- prior_calibration
 
 

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from GlandSegLib.models.checkpoint import load_checkpoint
 from GlandSegLib.errors import DependencyError, ModelError
-from GlandSegLib.glands import GLANDS, partner
+from GlandSegLib.glands import BY_LABEL, GLANDS, partner
 from GlandSegLib.models.registry import ModelInfo
 from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage
 
@@ -112,6 +112,12 @@ class GlandPredictor:
         # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict many;
         # the weights are the whole model's, the stage applies its own glands' share
         lacrimal = info.stages.get("lacrimal")
+        # a second stage's glands are weighted there, on the stage's probabilities, never here:
+        # stage one's own lacrimal voxels are dropped when the stage's glands are merged
+        # (lacrimal.merge_lacrimal), so a lacrimal weight applied here would only hand tissue
+        # to a class that is then erased (a x22 weight emptied a right submandibular gland)
+        self._stage_one_weights = {label: w for label, w in self.prior_weights.items()
+                                   if lacrimal is None or BY_LABEL[label].organ != "lacrimal"}
         self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
                                        prior_weights=weights_for_stage(self.prior_weights, "lacrimal"),
                                        mirror=self.mirror) \
@@ -151,7 +157,7 @@ class GlandPredictor:
                 del flipped
         finally:
             handle.remove()
-        return apply_prior_weights(out, self.prior_weights)
+        return apply_prior_weights(out, self._stage_one_weights)
 
     def _network_probabilities(self, data: np.ndarray, spacing_zyx: list[float]) -> dict[int, np.ndarray]:
         """The network's own probabilities per canonical label, before any prior weight."""
