@@ -1,6 +1,6 @@
 """Fit a model's per-gland prior weights (GlandSegLib.segmentation.prior_weights) on real training CTs.
 
-    python -m GlandSegLib.defaultmodel.prior_calibration --model glandseg-v6 \\
+    python -m GlandSegLib.defaultmodel.prior_calibration --model glandseg-v7 \\
         --openkbp ../shared/data/openkbp/train-pats --outlines ../shared/data/tcia-hn-labels \\
         --patients 40 --work /tmp/glandseg-priors [--write]
 
