@@ -109,13 +109,12 @@ class GlandPredictor:
         self._network = network
         self._patch = list(cfg.patch_size)
         self.prior_weights = dict(info.prior_weights if prior_weights is None else prior_weights)
-        # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict many;
-        # the weights are the whole model's, the stage applies its own glands' share
+        # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict
+        # many. Its glands' weights apply there, on the stage's probabilities, never here: stage
+        # one's own lacrimal voxels are dropped when the stage's glands are merged
+        # (lacrimal.merge_lacrimal), so a lacrimal weight applied here would only hand tissue to a
+        # class that is then erased (a x22 weight emptied a right submandibular gland)
         lacrimal = info.stages.get("lacrimal")
-        # a second stage's glands are weighted there, on the stage's probabilities, never here:
-        # stage one's own lacrimal voxels are dropped when the stage's glands are merged
-        # (lacrimal.merge_lacrimal), so a lacrimal weight applied here would only hand tissue
-        # to a class that is then erased (a x22 weight emptied a right submandibular gland)
         self._stage_one_weights = {label: w for label, w in self.prior_weights.items()
                                    if lacrimal is None or BY_LABEL[label].organ != "lacrimal"}
         self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
