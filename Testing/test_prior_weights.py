@@ -86,19 +86,25 @@ def test_weights_are_part_of_the_models_identity(tmp_path):
     assert model_fingerprint(weighted.metadata) != model_fingerprint(plain.metadata)
 
 
+def _sample_model_crop(info) -> sitk.Image:
+    """The sample CT's head crop on `info`'s model grid, as the pipeline cuts it."""
+    from GlandSegLib.geometry import crop, model_grid, resample_to
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.segmentation.pipeline import find_head
+
+    ct = read_ct(SAMPLE).image
+    box = find_head(ct, "fast")
+    return resample_to(crop(ct, box), model_grid(box, info.spacing_xyz))
+
+
 def test_the_network_grows_a_weighted_gland_on_the_sample(tmp_path):
     """The real network on the sample crop: weighting the submandibular glands grows exactly
     them, and the lacrimal stage gets only the lacrimal weights."""
-    from GlandSegLib.geometry import crop, model_grid, resample_to
-    from GlandSegLib.io.images import read_ct
     from GlandSegLib.models.registry import load_model_info
     from GlandSegLib.segmentation.inference import GlandPredictor
-    from GlandSegLib.segmentation.pipeline import find_head
 
     info = load_model_info(str(_model_copy(tmp_path, {"5": 8, "6": 8, "1": 3})))
-    ct = read_ct(SAMPLE).image
-    box = find_head(ct, "fast")
-    model_crop = resample_to(crop(ct, box), model_grid(box, info.spacing_xyz))
+    model_crop = _sample_model_crop(info)
     weighted = GlandPredictor(info, "cpu")
     raw = GlandPredictor(info, "cpu", prior_weights={})
     assert weighted.lacrimal.prior_weights == {1: 3.0} and raw.lacrimal.prior_weights == {}
@@ -120,17 +126,12 @@ def test_lacrimal_weights_reach_the_lacrimal_stage_only(tmp_path):
     voxels are erased when the stage's glands are merged, so weighting them in stage one
     would only take tissue from the other glands: with a large left lacrimal weight, stage
     one's weak lacrimal probability beside a submandibular gland once emptied that gland."""
-    from GlandSegLib.geometry import crop, model_grid, resample_to
-    from GlandSegLib.io.images import read_ct
     from GlandSegLib.models.registry import load_model_info
     from GlandSegLib.segmentation.inference import GlandPredictor
-    from GlandSegLib.segmentation.pipeline import find_head
 
     info = load_model_info(str(_model_copy(tmp_path, {"1": 30, "2": 30, "5": 2})))
     assert "lacrimal" in info.stages
-    ct = read_ct(SAMPLE).image
-    box = find_head(ct, "fast")
-    model_crop = resample_to(crop(ct, box), model_grid(box, info.spacing_xyz))
+    model_crop = _sample_model_crop(info)
     weighted = GlandPredictor(info, "cpu")
     only_submandibular = GlandPredictor(info, "cpu", prior_weights={5: 2.0})
     assert weighted.prior_weights == {1: 30.0, 2: 30.0, 5: 2.0} and weighted.lacrimal.prior_weights == {1: 30.0, 2: 30.0}

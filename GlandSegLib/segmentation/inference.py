@@ -110,13 +110,13 @@ class GlandPredictor:
         self._patch = list(cfg.patch_size)
         self.prior_weights = dict(info.prior_weights if prior_weights is None else prior_weights)
         # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict
-        # many. Its glands' weights apply there, on the stage's probabilities, never here: stage
-        # one's own lacrimal voxels are dropped when the stage's glands are merged
-        # (lacrimal.merge_lacrimal), so a lacrimal weight applied here would only hand tissue to a
-        # class that is then erased (a x22 weight emptied a right submandibular gland)
-        lacrimal = info.stages.get("lacrimal")
+        # many. A stage's glands (its kind names their organ, as in weights_for_stage) are weighted
+        # there, on the stage's probabilities, never here: stage one's own voxels of them are dropped
+        # when the stage's glands are merged (lacrimal.merge_lacrimal), so a weight applied here would
+        # only hand tissue to a class that is then erased (a x22 weight emptied a submandibular gland)
         self._stage_one_weights = {label: w for label, w in self.prior_weights.items()
-                                   if lacrimal is None or BY_LABEL[label].organ != "lacrimal"}
+                                   if BY_LABEL[label].organ not in info.stages}
+        lacrimal = info.stages.get("lacrimal")
         self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
                                        prior_weights=weights_for_stage(self.prior_weights, "lacrimal"),
                                        mirror=self.mirror) \
