@@ -237,3 +237,63 @@ def ndimage_smooth(a: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     return np.stack([ndimage.gaussian_filter(c, 2.0) ** 4 for c in a])
+
+
+def _lacrimal_stage_case(radius: float | None, top_mm: float) -> dict:
+    """A CT calibrating the lacrimal glands only (collect_case(lacrimal_only=True)): each side's
+    stage box holds one ball of probability above 0.5 inside `radius` voxels (None: the stage
+    placed no box); the scan reaches `top_mm` above the parotids' top."""
+    lacrimal = {}
+    if radius is not None:
+        z, y, x = np.indices((24, 24, 24))
+        d = np.sqrt((z - 12) ** 2 + (y - 12) ** 2 + (x - 12) ** 2)
+        prob = np.clip(0.5 - (d - radius) * 0.1, 0.0, 1.0).astype(np.float16)
+        lacrimal = {label: {"prob": prob, "air": np.zeros(prob.shape, bool), "voxel_ml": 0.002} for label in (1, 2)}
+    return {"patient": "synthetic", "labels": [0, 1, 2, 3, 4, 5, 6], "voxel_ml": 0.008, "top_above_parotid_mm": top_mm,
+            "roof_mm": 67.5, "lacrimal": lacrimal}
+
+
+def test_lacrimal_glands_are_fitted_on_the_ct_that_reach_the_orbit_roof():
+    """The lacrimal weights come from the CTs given for them (every train-pats CT reaching the
+    orbit roof), not from the few among the evenly spread ones; a CT below the roof, or whose
+    stage placed no box, counts as it should (not at all / nothing found) without its stage-one maps."""
+    from GlandSegLib.defaultmodel.prior_calibration import fit, gland_volumes_and_dice
+
+    ball_ml = lambda r: 4 / 3 * np.pi * r ** 3 * 0.002  # noqa: E731
+    experts = {g: {"median_ml": ball_ml(7.0)} for g in ("submandibular_r", "submandibular_l", "lacrimal_r", "lacrimal_l",
+                                                          "parotid_r", "parotid_l")}
+    spread = [_ball_case([(3, 15, 6.0, 8.0)])]  # the evenly spread CTs: neck-centred, no lacrimal stage reached
+    reaching = [_lacrimal_stage_case(4.0, 90.0) for _ in range(3)]  # undersized glands, scans reaching the roof
+    below = [_lacrimal_stage_case(12.0, 30.0) for _ in range(5)]  # would pull the weight down: must not count
+    fitted = fit(spread, experts, reaching + below + [_lacrimal_stage_case(None, 90.0)])
+    w = float(fitted["weights"]["1"])
+    assert w > 1.0 and float(fitted["weights"]["2"]) > 1.0
+    assert all(row["lacrimal_r"]["n"] == 4 for row in fitted["curves"]["lacrimal"])  # 3 with glands + 1 without a box
+    found = gland_volumes_and_dice(reaching[0], "lacrimal", {1: w, 2: w})["lacrimal_r"]["volume_ml"]
+    assert gland_volumes_and_dice(reaching[0], "lacrimal", 1.0)["lacrimal_r"]["volume_ml"] < 0.5 * ball_ml(7.0)
+    assert abs(np.log(found / ball_ml(7.0))) < 0.2
+    assert gland_volumes_and_dice(_lacrimal_stage_case(None, 90.0), "lacrimal", 4.0) == {
+        "lacrimal_r": {"volume_ml": 0.0}, "lacrimal_l": {"volume_ml": 0.0}}
+    assert "1" not in fit(spread, experts)["weights"]  # without them, nothing to fit the lacrimal glands on
+
+
+def test_calibration_patients_adds_every_other_ct_reaching_the_orbit_roof(tmp_path):
+    from GlandSegLib.defaultmodel.openkbp import RIGHT_PAROTID
+    from GlandSegLib.defaultmodel.prior_calibration import calibration_patients
+
+    patients = []
+    for i, body_top in enumerate((100, 100, 100, 40)):  # slices of 2 mm; parotid top at slice 15 (30 mm)
+        folder = tmp_path / f"pt_{i}"
+        folder.mkdir()
+        ct = np.full((60, 10, 10), -1000, np.int16)
+        ct[: body_top // 2] = 0
+        oar = np.zeros(ct.shape, np.uint8)
+        oar[10:16, 4:6, 4:6] = RIGHT_PAROTID
+        for arr, name in ((ct, "ct.nrrd"), (oar, "oar_labels.nrrd")):
+            img = sitk.GetImageFromArray(arr)
+            img.SetSpacing((2.0, 2.0, 2.0))
+            sitk.WriteImage(img, str(folder / name))
+        patients.append(folder)
+    chosen, lacrimal_only = calibration_patients(patients, 2, roof_mm=67.5)
+    assert chosen == [patients[0], patients[2]]
+    assert lacrimal_only == [patients[1]]  # reaches 68 mm above the parotid; pt_3 only 8 mm
