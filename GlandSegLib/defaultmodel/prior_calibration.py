@@ -18,11 +18,7 @@ them) and never the PDDCA case. Weights come from a fixed grid:
   own class. Fitted by coordinate descent from the best common weight: one side varies
   while the other is held, twice over, since the two sides compete where they touch.
   Lacrimal glands count only on scans whose field of view reaches the orbit roof
-  (real_ct.ORBIT_ROOF_PERCENTILE), as model_eval counts them, and are fitted on **every**
-  train-pats CT that reaches it, not only on those among the --patients: OpenKBP CTs are
-  neck-centred, and only 9 of the 40 evenly spread ones reach the roof (65 of 170 in all),
-  too few for a per-side fit (glandseg-v7's x2.8 right / x22 left came from those 9). The
-  other CTs are run for their lacrimal stage only (stage one still places its boxes).
+  (real_ct.ORBIT_ROOF_PERCENTILE), as model_eval counts them.
 
 Matching the experts' median volume corrects a systematic shortfall; it cannot make a
 misplaced gland right (model_eval's PDDCA Dice and the OpenKBP parotid Dice say whether
@@ -60,10 +56,8 @@ SIDE_ROUNDS = 2  # coordinate-descent rounds of the per-side fit
 # ----------------------------------------------------------------------------- collect once per CT
 
 
-def collect_case(predictor, patient: Path, roof_mm: float, lacrimal_only: bool = False) -> dict:
-    """The raw (unweighted) probabilities of one OpenKBP CT, with its parotid outlines on the same grid.
-    lacrimal_only: keep only the lacrimal stage's probabilities (a CT that calibrates the lacrimal
-    glands alone; stage one's maps are large and would only be held in memory)."""
+def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
+    """The raw (unweighted) probabilities of one OpenKBP CT, with its parotid outlines on the same grid."""
     from GlandSegLib.defaultmodel.openkbp import parotid_truth
     from GlandSegLib.defaultmodel.real_ct import scan_top_above_parotid_mm
     from GlandSegLib.geometry import crop, model_grid, resample_to
@@ -81,11 +75,11 @@ def collect_case(predictor, patient: Path, roof_mm: float, lacrimal_only: bool =
     model_crop = resample_to(ct_crop, model_grid(box, predictor.info.spacing_xyz))
     probs = predictor.predict_probabilities(model_crop)
     labels = sorted(probs)
-    case = {"patient": patient.name, "labels": labels, "voxel_ml": float(np.prod(model_crop.GetSpacing())) / 1000.0,
+    case = {"patient": patient.name, "labels": labels,
+            "probs": np.stack([probs[k] for k in labels]).astype(np.float16),
+            "voxel_ml": float(np.prod(model_crop.GetSpacing())) / 1000.0,
+            "truth": sitk.GetArrayFromImage(resample_to(truth_ct, model_crop, is_label=True)),
             "top_above_parotid_mm": scan_top_above_parotid_mm(ct, truth_ct), "roof_mm": roof_mm, "lacrimal": {}}
-    if not lacrimal_only:
-        case["probs"] = np.stack([probs[k] for k in labels]).astype(np.float16)
-        case["truth"] = sitk.GetArrayFromImage(resample_to(truth_ct, model_crop, is_label=True))
     if predictor.lacrimal is not None:
         stage_one = keep_largest_component(probabilities_to_labels(probs, model_crop, ct_crop))
         _, images = lacrimal_stage(ct, ct_crop, stage_one, predictor.lacrimal, box.midline_x)
@@ -150,7 +144,7 @@ def gland_volumes_and_dice(case: dict, organ: str, weights: float | Mapping[int,
     glands = [g for g in GLANDS if g.organ == organ]
     per_gland = ({g.label: float(weights.get(g.label, 1.0)) for g in glands} if isinstance(weights, Mapping)
                  else {g.label: float(weights) for g in glands})
-    if organ == "lacrimal" and (case["lacrimal"] or "probs" not in case):  # no box placed: nothing found
+    if organ == "lacrimal" and case["lacrimal"]:
         for g in glands:
             side = case["lacrimal"].get(g.label)
             if side is None:
@@ -229,45 +223,23 @@ def choose(organ: str, rows: list[dict], experts: dict[str, dict], keys: list[st
     return float(best["weight"])
 
 
-def fit(cases: list[dict], experts: dict[str, dict], lacrimal_cases: list[dict] | None = None) -> dict:
-    """{"weights": {label: weight, ...} (weights of 1 left out), "curves": {organ or gland key: rows}}.
-    lacrimal_cases: the CTs the lacrimal glands are fitted on (default: `cases`)."""
+def fit(cases: list[dict], experts: dict[str, dict]) -> dict:
+    """{"weights": {label: weight, ...} (weights of 1 left out), "curves": {organ or gland key: rows}}."""
     result: dict = {"weights": {}, "curves": {}}
     for organ in ORGANS_BY_DICE + ORGANS_BY_VOLUME:
         glands = [g for g in GLANDS if g.organ == organ]
-        organ_cases = lacrimal_cases if organ == "lacrimal" and lacrimal_cases is not None else cases
-        rows = curve(organ_cases, organ)
+        rows = curve(cases, organ)
         common = choose(organ, rows, experts)
         result["curves"][organ] = rows
         weights = {g.label: common for g in glands}
         if organ in ORGANS_BY_VOLUME:
             for _ in range(SIDE_ROUNDS):
                 for g in glands:
-                    side_rows = curve(organ_cases, organ, vary=g.label, held=weights)
+                    side_rows = curve(cases, organ, vary=g.label, held=weights)
                     weights[g.label] = choose(organ, side_rows, experts, [g.key])
                     result["curves"][g.key] = side_rows
         result["weights"].update({str(label): w for label, w in weights.items() if w != 1.0})
     return result
-
-
-def calibration_patients(patients: list[Path], n: int, roof_mm: float) -> tuple[list[Path], list[Path]]:
-    """(the n CTs evenly spread over `patients` every gland is fitted on, the other CTs whose field
-    of view reaches the orbit roof: their lacrimal glands only)."""
-    from GlandSegLib.defaultmodel.openkbp import parotid_truth
-    from GlandSegLib.defaultmodel.real_ct import scan_top_above_parotid_mm
-
-    def reaches_roof(patient: Path) -> bool:
-        truth = parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd")))
-        top = scan_top_above_parotid_mm(sitk.ReadImage(str(patient / "ct.nrrd")), truth)
-        return top is not None and top >= roof_mm
-
-    step = max(len(patients) // n, 1)
-    chosen = patients[::step][:n]
-    return chosen, [p for p in patients if p not in chosen and reaches_roof(p)]
-
-
-def cache_name(model: str, patient: str, lacrimal_only: bool) -> str:
-    return f"{model}_{patient}{'_lacrimal' if lacrimal_only else ''}.npz"
 
 
 def write_into_model(folder: Path, fitted: dict, record: dict) -> None:
@@ -307,40 +279,33 @@ def main(argv: list[str] | None = None) -> int:
     predictor = GlandPredictor(info, args.device, prior_weights={})
     experts = expert_volumes(args.outlines)
     roof = orbit_roof_above_parotid_mm(args.outlines)[f"p{ORBIT_ROOF_PERCENTILE}_mm"]
-    patients = list_patients(args.openkbp)
-    chosen, lacrimal_only = calibration_patients(patients, args.patients, roof)
-    step = max(len(patients) // args.patients, 1)
+    pts = list_patients(args.openkbp)
+    step = max(len(pts) // args.patients, 1)
+    chosen = pts[::step][: args.patients]
     args.work.mkdir(parents=True, exist_ok=True)
-    cases, extra, skipped = [], [], []
-    todo = [(p, False) for p in chosen] + [(p, True) for p in lacrimal_only]
-    for i, (p, lacrimal) in enumerate(todo, 1):
-        cache = args.work / cache_name(info.name, p.name, lacrimal)
-        into = extra if lacrimal else cases
+    cases, skipped = [], []
+    for i, p in enumerate(chosen, 1):
+        cache = args.work / f"{info.name}_{p.name}.npz"
         if cache.is_file():
             with np.load(cache, allow_pickle=True) as z:
-                into.append(z["case"].item())
+                cases.append(z["case"].item())
             continue
         try:
-            case = collect_case(predictor, p, roof, lacrimal_only=lacrimal)
+            case = collect_case(predictor, p, roof)
         except (GlandSegError, ValueError) as exc:
             skipped.append(f"{p.name}: {exc}")
             print(f"[{time.perf_counter() - t0:7.1f} s] {p.name}: skipped ({exc})", flush=True)
             continue
         np.savez_compressed(cache, case=np.array(case, dtype=object))
-        into.append(case)
-        print(f"[{time.perf_counter() - t0:7.1f} s] {i}/{len(todo)} {p.name}{' (lacrimal stage only)' if lacrimal else ''}",
-              flush=True)
-    lacrimal_cases = [c for c in cases + extra if _lacrimal_in_view(c)]
-    fitted = fit(cases, experts, lacrimal_cases)
-    record = {"source": f"OpenKBP train-pats, {len(cases)} CTs (every {step}th); lacrimal glands: the {len(lacrimal_cases)} "
-                        f"train-pats CTs reaching the orbit roof{'; skipped: ' + '; '.join(skipped) if skipped else ''}",
+        cases.append(case)
+        print(f"[{time.perf_counter() - t0:7.1f} s] {i}/{len(chosen)} {p.name}", flush=True)
+    fitted = fit(cases, experts)
+    record = {"source": f"OpenKBP train-pats, {len(cases)} CTs (every {step}th){'; skipped: ' + '; '.join(skipped) if skipped else ''}",
               "rule": "parotid: one weight, highest median Dice vs the outlines (sides pooled); submandibular, lacrimal: one "
-                      "weight per side, median volume closest to the TCIA experts' median of that side (lacrimal: every "
-                      f"train-pats CT reaching the orbit roof; {SIDE_ROUNDS} coordinate-descent rounds from the best common "
-                      "weight); grid " +
+                      "weight per side, median volume closest to the TCIA experts' median of that side (lacrimal: scans "
+                      f"reaching the orbit roof; {SIDE_ROUNDS} coordinate-descent rounds from the best common weight); grid " +
                       ", ".join(f"{w:g}" for w in GRID),
               "patients": [c["patient"] for c in cases],
-              "lacrimal_patients": [c["patient"] for c in lacrimal_cases],
               "command": "python -m GlandSegLib.defaultmodel.prior_calibration " + " ".join(sys.argv[1:] if argv is None else argv),
               "experts_median_ml": {k: v["median_ml"] for k, v in experts.items()},
               "curves": fitted["curves"]}
