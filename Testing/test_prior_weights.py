@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from GlandSegLib.errors import ModelError
-from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage
+from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage, weights_for_stage_one
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Resources" / "sample" / "phantom_head_ct.nii.gz"
@@ -53,6 +53,8 @@ def test_no_weights_leave_the_maps_untouched():
 
 def test_a_stage_applies_only_its_own_glands_weights():
     assert weights_for_stage({1: 2.0, 2: 2.0, 5: 8.0, 6: 8.0, 3: 0.7}, "lacrimal") == {1: 2.0, 2: 2.0}
+    assert weights_for_stage_one({1: 2.0, 2: 2.0, 5: 8.0, 6: 8.0, 3: 0.7}, ["lacrimal"]) == {5: 8.0, 6: 8.0, 3: 0.7}
+    assert weights_for_stage_one({1: 2.0, 5: 8.0}, []) == {1: 2.0, 5: 8.0}  # a single-stage model keeps every weight
 
 
 def _model_copy(tmp_path: Path, weights) -> Path:

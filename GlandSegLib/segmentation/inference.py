@@ -22,9 +22,9 @@ import SimpleITK as sitk
 
 from GlandSegLib.models.checkpoint import load_checkpoint
 from GlandSegLib.errors import DependencyError, ModelError
-from GlandSegLib.glands import BY_LABEL, GLANDS, partner
+from GlandSegLib.glands import GLANDS, partner
 from GlandSegLib.models.registry import ModelInfo
-from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage
+from GlandSegLib.segmentation.prior_weights import apply_prior_weights, weights_for_stage, weights_for_stage_one
 
 ProgressFn = Callable[[float, str], None]
 
@@ -110,12 +110,8 @@ class GlandPredictor:
         self._patch = list(cfg.patch_size)
         self.prior_weights = dict(info.prior_weights if prior_weights is None else prior_weights)
         # a second stage (GlandSegLib.segmentation.lacrimal) loads with its model: load once, predict
-        # many. A stage's glands (its kind names their organ, as in weights_for_stage) are weighted
-        # there, on the stage's probabilities, never here: stage one's own voxels of them are dropped
-        # when the stage's glands are merged (lacrimal.merge_lacrimal), so a weight applied here would
-        # only hand tissue to a class that is then erased (a x22 weight emptied a submandibular gland)
-        self._stage_one_weights = {label: w for label, w in self.prior_weights.items()
-                                   if BY_LABEL[label].organ not in info.stages}
+        # many; each stage weights its own glands, stage one the rest
+        self._stage_one_weights = weights_for_stage_one(self.prior_weights, info.stages)
         lacrimal = info.stages.get("lacrimal")
         self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
                                        prior_weights=weights_for_stage(self.prior_weights, "lacrimal"),

@@ -18,7 +18,7 @@ some probability, it never paints a gland where the network saw none.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -46,3 +46,14 @@ def weights_for_stage(weights: Mapping[int, float], organ: str) -> dict[int, flo
     from GlandSegLib.glands import BY_LABEL
 
     return {label: w for label, w in weights.items() if BY_LABEL[label].organ == organ}
+
+
+def weights_for_stage_one(weights: Mapping[int, float], second_stages: Iterable[str]) -> dict[int, float]:
+    """The weights stage one applies: all but those of the glands a second stage segments (each
+    stage's kind names their organ). Stage one's own voxels of those glands are dropped when the
+    stage's glands are merged (lacrimal.merge_lacrimal), so a weight applied there would only hand
+    tissue to a class that is then erased (a x22 weight emptied a submandibular gland)."""
+    from GlandSegLib.glands import BY_LABEL
+
+    staged = set(second_stages)
+    return {label: w for label, w in weights.items() if BY_LABEL[label].organ not in staged}
