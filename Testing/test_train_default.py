@@ -62,3 +62,33 @@ def test_both_recipes_refuse_a_randomised_share_outside_0_to_1(module, capsys):
     with pytest.raises(SystemExit):
         parse(base + ["--randomise-appearance", "1.5"])
     assert "between 0 and 1" in capsys.readouterr().err
+
+def test_pseudo_labels_join_an_openkbp_case_where_it_says_nothing(shared_data, tmp_path):
+    """A pseudo-label file beside one patient: its gland lands in that case's training crop by
+    physical position, the outlined parotids and certain background stay, other patients
+    are untouched."""
+    from GlandSegLib.defaultmodel.pseudo_labels import FILE_NAME
+    from GlandSegLib.glands import gland
+
+    train = shared_data / "openkbp" / "train-pats"
+    plain = openkbp_specs(train)[0]
+    _, ct, lab, _ = prepare_case(plain, SPACING)
+    before = sitk.GetArrayFromImage(lab)
+    sub_r = gland("submandibular", "R").label
+    # a block of "gland" over the middle of the crop, on a coarser grid of its own
+    pseudo = sitk.Image([20, 20, 20], sitk.sitkUInt8) + sub_r
+    pseudo.SetSpacing((3.0, 3.0, 3.0))
+    centre = ct.TransformContinuousIndexToPhysicalPoint([s / 2 for s in ct.GetSize()])
+    pseudo.SetOrigin([c - 30.0 for c in centre])
+    (tmp_path / plain.path.split("/")[-1]).mkdir()
+    sitk.WriteImage(pseudo, str(tmp_path / plain.path.split("/")[-1] / FILE_NAME))
+
+    specs = openkbp_specs(train, tmp_path)
+    assert specs[0].pseudo_labels and not any(s.pseudo_labels for s in specs[1:])
+    _, ct2, lab2, info = prepare_case(specs[0], SPACING)
+    after = sitk.GetArrayFromImage(lab2)
+    assert info["pseudo_labels"] and ct2.GetSize() == ct.GetSize()
+    assert info["gland_voxels"][sub_r - 1] > 0
+    changed = after != before
+    assert changed.any() and (before[changed] == IGNORE_LABEL).all() and (after[changed] == sub_r).all()
+    assert np.array_equal(after == 3, before == 3) and np.array_equal(after == 4, before == 4)

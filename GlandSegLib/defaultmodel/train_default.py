@@ -98,6 +98,7 @@ class CaseSpec:
     truncate_vertex_mm: float = 0.0
     variant: str = "lps"
     appearance: str = "standard"  # or "randomised" (phantom.tissues.randomise_appearance)
+    pseudo_labels: str = ""  # openkbp: a pseudo_labels file merged where the partial labels say nothing
 
 
 def outline_specs(root: Path, per_scan: int, seed: int, split: str = "test", randomised: float = 0.0) -> list[CaseSpec]:
@@ -142,13 +143,16 @@ def add_appearance_option(ap: argparse.ArgumentParser, plain_recipe: str) -> Non
                     help=f"share of phantoms with randomised tissue and gland intensities (0-1; default 0: {plain_recipe})")
 
 
-def openkbp_specs(folder: Path) -> list[CaseSpec]:
-    """Every OpenKBP patient in `folder` (train-pats only: validation-pats is held out)."""
+def openkbp_specs(folder: Path, pseudo_labels: Path | None = None) -> list[CaseSpec]:
+    """Every OpenKBP patient in `folder` (train-pats only: validation-pats is held out), each
+    with its file from GlandSegLib.defaultmodel.pseudo_labels where `pseudo_labels` holds one."""
     from GlandSegLib.defaultmodel.openkbp import list_patients
+    from GlandSegLib.defaultmodel.pseudo_labels import pseudo_label_file
 
     if folder.name == "validation-pats":
         raise ValueError("validation-pats is held out for evaluation: train on train-pats")
-    return [CaseSpec(f"openkbp_{p.name}", "openkbp", str(p)) for p in list_patients(folder)]
+    return [CaseSpec(f"openkbp_{p.name}", "openkbp", str(p), pseudo_labels=str(pseudo_label_file(pseudo_labels, p.name) or ""))
+            for p in list_patients(folder)]
 
 
 def _render(spec: CaseSpec) -> tuple[sitk.Image, sitk.Image]:
@@ -189,6 +193,11 @@ def prepare_case(spec: CaseSpec, crop_spacing: Sequence[float]) -> tuple[str, si
         return spec.case_id, None, None, info
     ct_crop = resample_box(ct, box, crop_spacing, is_label=False)
     lab_crop = resample_box(labels, box, crop_spacing, is_label=True)
+    if spec.pseudo_labels:
+        from GlandSegLib.defaultmodel.pseudo_labels import merge
+
+        lab_crop = merge(lab_crop, sitk.ReadImage(spec.pseudo_labels))
+        info["pseudo_labels"] = True
     present = np.bincount(sitk.GetArrayViewFromImage(lab_crop).ravel(), minlength=8)[1:7]
     info.update({"box_method": box.method, "crop_size": list(ct_crop.GetSize()), "gland_voxels": [int(v) for v in present],
                  "seconds": round(time.perf_counter() - t0, 1)})
@@ -293,6 +302,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--phantoms-per-scan", type=int, default=PHANTOMS_PER_SCAN)
     add_appearance_option(ap, "the shipped recipe")
     ap.add_argument("--openkbp", type=Path, default=None, help="OpenKBP train-pats folder (real CT, parotids)")
+    ap.add_argument("--pseudo-labels", type=Path, default=None,
+                    help="folder written by GlandSegLib.defaultmodel.pseudo_labels: submandibular labels on those OpenKBP CTs")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N cases of each source (quick runs)")
     ap.add_argument("--init", default=None,
                     help="start from this installed model's weights (name or folder; same network), e.g. " + INIT_MODEL
@@ -329,7 +340,7 @@ def all_specs(args: argparse.Namespace) -> list[CaseSpec]:
         specs += outline_specs(args.outlines, args.phantoms_per_scan, args.seed,
                                randomised=args.randomise_appearance)[: args.limit]
     if args.openkbp is not None:
-        specs += openkbp_specs(args.openkbp)[: args.limit]
+        specs += openkbp_specs(args.openkbp, args.pseudo_labels)[: args.limit]
     return specs
 
 
@@ -400,6 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"{RING_MM:g} mm ring around each parotid and everything more than {BELOW_PAROTIDS_MM:g} mm "
                               "below the parotids are background; the rest of the body is nnU-Net's ignore label",
                     "cases": sum(1 for i in used if i["source"] == "openkbp"),
+                    "submandibular_pseudo_labels": {
+                        "source": str(args.pseudo_labels) + " (GlandSegLib.defaultmodel.pseudo_labels: a trained model's "
+                                  "plausible glands, core labelled, boundary band ignored, shell background)",
+                        "cases": sum(1 for i in used if i.get("pseudo_labels")),
+                    } if args.pseudo_labels else None,
                 },
                 "skipped_by_locator": [i["case_id"] for i in infos if "skipped" in i],
                 "seed": args.seed,
