@@ -86,10 +86,11 @@ test and validation set (Nikolov et al. 2018, arXiv:1809.04430, CC BY 4.0; CTs f
 TCIA Head-Neck Cetuximab, Bosch et al. 2015, and TCGA-HNSC, Zuley et al. 2016; The Cancer
 Imaging Archive, Clark et al., J Digit Imaging 26:1045, 2013) and the OpenKBP head-and-neck
 CTs (Babier et al., Med Phys 48:5549, 2021). Each model's card (model_card.md in its
-folder) states the data that model was trained on; the shipped model (glandseg-v7) learned
+folder) states the data that model was trained on; the shipped model (glandseg-v8) learned
 from synthetic CTs around those expert outlines, with randomised tissue and gland
-intensities (the lacrimal glands in a second stage on a fine grid beside each orbit) and
-from OpenKBP's parotids, with per-gland weights fitted on OpenKBP training CTs; its model
+intensities (the lacrimal glands in a second stage on a fine grid beside each orbit),
+from OpenKBP's parotids and from its predecessor's plausible submandibular glands on
+OpenKBP training CTs, with per-gland weights fitted on OpenKBP training CTs; its model
 card gives its accuracy on real CT (its submandibular glands on real CT have the experts'
 volume but not always their outline: review them first).
 """

@@ -129,7 +129,7 @@ def fill(panel: QWidget, collapsed: dict[str, bool], report_path: Path | None = 
     for name, text in (("inputVolumeSelector", "phantom_head_ct"), ("uptakeVolumeSelector", "None"),
                        ("headBoxSelector", "GlandSeg head box"), ("outputSegmentationSelector", "phantom_head_ct glands")):
         child(name, QComboBox).addItem(text)
-    child("modelComboBox", QComboBox).addItem("glandseg-v7 (shipped)")
+    child("modelComboBox", QComboBox).addItem("glandseg-v8 (shipped)")
     child("detectedDeviceLabel", QLabel).setText("no CUDA GPU visible: CPU only")
     child("applyButton").setEnabled(True)
     child("recomputeStatisticsButton").setEnabled(True)

@@ -19,7 +19,7 @@ from GlandSegLib.errors import ModelError
 from GlandSegLib.glands import LABELS as CANONICAL_LABELS
 from GlandSegLib.names import map_model_labels
 
-DEFAULT_MODEL = "glandseg-v7"
+DEFAULT_MODEL = "glandseg-v8"
 METADATA = "glandseg-model.json"
 PRIOR_WEIGHTS_KEY = "prior_weights"
 REPO_ROOT = Path(__file__).resolve().parents[2]
