@@ -106,3 +106,13 @@ def test_merge_fills_only_what_the_partial_labels_leave_open_by_physical_positio
     assert covered[:, :, 10:].any() and not covered[:, :, :9].any()  # the x shift was applied
     assert merge(labels, pseudo).GetOrigin() == labels.GetOrigin()
     assert (sitk.GetArrayFromImage(labels) == lab).all()  # the input is not modified
+
+
+def test_the_held_out_ct_are_refused_before_any_model_is_loaded(tmp_path, capsys):
+    from GlandSegLib.defaultmodel.pseudo_labels import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "no-such-model", "--openkbp", str(tmp_path / "validation-pats"), "--outlines", str(tmp_path),
+              "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "held out" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -76,13 +76,13 @@ def label_map(glands: dict[int, np.ndarray], spacing_zyx: tuple[float, float, fl
 def plausible(volume_ml: float, centre: list[float], parotid_centre: list[float] | None, expert: dict,
               reference: dict) -> str | None:
     """Why a gland found is not taken as a label, or None when it is."""
-    from GlandSegLib.defaultmodel.real_ct import POSITION_REGION_SD, _distances
+    from GlandSegLib.defaultmodel.real_ct import POSITION_REGION_SD, offset_distances
 
     if not expert["p05_ml"] <= volume_ml <= expert["p95_ml"]:
         return f"volume {volume_ml:.1f} ml outside the experts' {expert['p05_ml']}-{expert['p95_ml']} ml"
     if parotid_centre is None:
         return "parotid of its side not outlined: position cannot be checked"
-    _, sds = _distances(centre, parotid_centre, reference["mean_mm"], reference["sd_mm"])
+    _, sds = offset_distances(centre, parotid_centre, reference["mean_mm"], reference["sd_mm"])
     if sds > POSITION_REGION_SD:
         return f"centre {sds:.1f} SD from where the experts' lie (limit {POSITION_REGION_SD})"
     return None

@@ -196,7 +196,7 @@ def position_reference(anatomy=None) -> dict[str, dict]:
         ref = gland("parotid", g.side).key
         offs = [anatomy.offsets(g.key, f"centroid_{a}")[f"{ref}.centroid_{a}"] for a in _AXES]
         mean, sd = [o.mean for o in offs], [o.sd for o in offs]
-        own = [_distances(s["glands"][g.key]["c"], s["glands"][ref]["c"], mean, sd) for s in anatomy.data.get("sets", [])
+        own = [offset_distances(s["glands"][g.key]["c"], s["glands"][ref]["c"], mean, sd) for s in anatomy.data.get("sets", [])
                if g.key in s["glands"] and ref in s["glands"]]
         out[g.key] = {"reference": ref, "mean_mm": mean, "sd_mm": sd, "n": offs[0].n,
                       "experts_inside": round(float(np.mean([d <= POSITION_REGION_SD for _, d in own])), 3) if own else None,
@@ -204,7 +204,7 @@ def position_reference(anatomy=None) -> dict[str, dict]:
     return out
 
 
-def _distances(centre, parotid_centre, mean, sd) -> tuple[float, float]:
+def offset_distances(centre, parotid_centre, mean, sd) -> tuple[float, float]:
     """How far a gland's centre lies from where the experts' lie on average, relative to the
     parotid of its side: in mm, and in SDs (per axis, combined)."""
     r = np.subtract(np.subtract(centre, parotid_centre), mean)
@@ -218,7 +218,7 @@ def position_plausibility(found: dict[str, dict[str, list[float]]], parotids: di
     how many lie inside the experts' 95% region."""
     out = {}
     for key, ref in reference.items():
-        rows = {p: _distances(found[p][key], parotids[p][ref["reference"]], ref["mean_mm"], ref["sd_mm"]) for p in found
+        rows = {p: offset_distances(found[p][key], parotids[p][ref["reference"]], ref["mean_mm"], ref["sd_mm"]) for p in found
                 if key in found[p] and ref["reference"] in parotids.get(p, {})}
         mm, sds = [m for m, _ in rows.values()], [d for _, d in rows.values()]
         out[key] = {"n": len(rows), "distance_mm_median": round(float(np.median(mm)), 1) if mm else None,
