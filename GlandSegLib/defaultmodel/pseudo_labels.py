@@ -95,15 +95,15 @@ def pseudo_label_case(predictor, patient: Path, experts: dict, reference: dict) 
     from GlandSegLib.defaultmodel.real_ct import centroids_mm
     from GlandSegLib.geometry import centroid_lps, crop, model_grid, resample_to
     from GlandSegLib.io.images import read_ct
+    from GlandSegLib.segmentation.inference import probabilities_to_labels
     from GlandSegLib.segmentation.pipeline import find_head
 
     ct = read_ct(patient / "ct.nrrd").image
     parotids = centroids_mm(parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd"))))
     box = find_head(ct, "fast")
     model_crop = resample_to(crop(ct, box), model_grid(box, predictor.info.spacing_xyz))
-    probs = predictor.predict_probabilities(model_crop)
-    labels = sorted(probs)
-    argmax = np.asarray(labels)[np.argmax(np.stack([probs[k] for k in labels]), axis=0)]
+    # the pipeline's own argmax (ties to the lower label), on the model grid itself
+    argmax = sitk.GetArrayFromImage(probabilities_to_labels(predictor.predict_probabilities(model_crop), model_crop, model_crop))
     voxel_ml = float(np.prod(model_crop.GetSpacing())) / 1000.0
     kept: dict[int, np.ndarray] = {}
     record: dict = {"patient": patient.name, "glands": {}}
