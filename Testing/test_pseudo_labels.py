@@ -116,3 +116,27 @@ def test_the_held_out_ct_are_refused_before_any_model_is_loaded(tmp_path, capsys
               "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and "held out" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_models_that_made_a_folder_are_read_from_every_shard_summary(tmp_path):
+    """A model card names the labelling model, not the builder's folder; shards each write a summary."""
+    import json
+
+    from GlandSegLib.defaultmodel.pseudo_labels import labelling_models
+
+    with pytest.raises(FileNotFoundError, match="no pseudo_labels"):
+        labelling_models(tmp_path)
+    (tmp_path / "pseudo_labels.1of4.json").write_text(json.dumps({"model": "glandseg-v8", "patients": []}))
+    (tmp_path / "pseudo_labels.3of4.json").write_text(json.dumps({"model": "glandseg-v8", "patients": []}))
+    assert labelling_models(tmp_path) == ["glandseg-v8"]
+    (tmp_path / "pseudo_labels.json").write_text(json.dumps({"model": "glandseg-v7", "patients": []}))
+    assert labelling_models(tmp_path) == ["glandseg-v7", "glandseg-v8"]  # a mixed folder is named as mixed
+
+
+def test_training_refuses_a_pseudo_label_folder_without_summary_before_preparing(tmp_path, capsys):
+    from GlandSegLib.defaultmodel.train_default import main
+
+    code = main(["--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"), "--outlines", str(tmp_path),
+                 "--pseudo-labels", str(tmp_path / "nothing")])
+    assert code == 2 and "no pseudo_labels" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "model").exists()

@@ -60,19 +60,18 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
     """The raw (unweighted) probabilities of one OpenKBP CT, with its parotid outlines on the same grid."""
     from GlandSegLib.defaultmodel.openkbp import parotid_truth
     from GlandSegLib.defaultmodel.real_ct import scan_top_above_parotid_mm
-    from GlandSegLib.geometry import crop, model_grid, resample_to
+    from GlandSegLib.geometry import resample_to
     from GlandSegLib.io.images import read_ct
     from GlandSegLib.segmentation.inference import probabilities_to_labels
     from GlandSegLib.segmentation.lacrimal import AIR_HU, lacrimal_stage
-    from GlandSegLib.segmentation.pipeline import find_head
+    from GlandSegLib.segmentation.pipeline import find_head, head_crops
 
     if predictor.prior_weights:
         raise ValueError("collect raw probabilities with a predictor built with prior_weights={}")
     ct = read_ct(patient / "ct.nrrd").image
     truth_ct = parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd")))
     box = find_head(ct, "fast")
-    ct_crop = crop(ct, box)
-    model_crop = resample_to(ct_crop, model_grid(box, predictor.info.spacing_xyz))
+    ct_crop, model_crop = head_crops(ct, box, predictor.info.spacing_xyz)
     probs = predictor.predict_probabilities(model_crop)
     labels = sorted(probs)
     case = {"patient": patient.name, "labels": labels,

@@ -51,6 +51,15 @@ FILE_NAME = "pseudo_labels.nrrd"
 SUMMARY = "pseudo_labels.json"
 
 
+def labelling_models(folder: Path) -> list[str]:
+    """The models that made a pseudo-label folder, read from its summaries (one per shard): a
+    model card names these, not the folder, which lived on the builder's disk."""
+    models = {json.loads(f.read_text())["model"] for f in sorted(Path(folder).glob("pseudo_labels*.json"))}
+    if not models:
+        raise FileNotFoundError(f"{folder} holds no pseudo_labels*.json summary: not written by GlandSegLib.defaultmodel.pseudo_labels")
+    return sorted(models)
+
+
 def label_map(glands: dict[int, np.ndarray], spacing_zyx: tuple[float, float, float]) -> np.ndarray:
     """The pseudo-label array (z, y, x) for the plausible glands `glands` (label -> mask):
     core, ignore band, background shell, IGNORE_LABEL elsewhere."""
@@ -93,15 +102,15 @@ def pseudo_label_case(predictor, patient: Path, experts: dict, reference: dict) 
     gland passed) and a record of what was kept and why not."""
     from GlandSegLib.defaultmodel.openkbp import parotid_truth
     from GlandSegLib.defaultmodel.real_ct import centroids_mm
-    from GlandSegLib.geometry import centroid_lps, crop, model_grid, resample_to
+    from GlandSegLib.geometry import centroid_lps
     from GlandSegLib.io.images import read_ct
     from GlandSegLib.segmentation.inference import probabilities_to_labels
-    from GlandSegLib.segmentation.pipeline import find_head
+    from GlandSegLib.segmentation.pipeline import find_head, head_crops
 
     ct = read_ct(patient / "ct.nrrd").image
     parotids = centroids_mm(parotid_truth(sitk.ReadImage(str(patient / "oar_labels.nrrd"))))
     box = find_head(ct, "fast")
-    model_crop = resample_to(crop(ct, box), model_grid(box, predictor.info.spacing_xyz))
+    _, model_crop = head_crops(ct, box, predictor.info.spacing_xyz)
     # the pipeline's own argmax (ties to the lower label), on the model grid itself
     argmax = sitk.GetArrayFromImage(probabilities_to_labels(predictor.predict_probabilities(model_crop), model_crop, model_crop))
     voxel_ml = float(np.prod(model_crop.GetSpacing())) / 1000.0
@@ -158,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--shard", type=int, nargs=2, default=(0, 1), metavar=("I", "N"),
                     help="do every N-th patient starting at I (run N processes side by side)")
+    ap.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
     a = ap.parse_args(argv)
     if "validation" in a.openkbp.name:
         ap.error("validation-pats is held out for evaluation: pseudo-label train-pats")
@@ -169,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from GlandSegLib.models.registry import load_model_info
     from GlandSegLib.segmentation.inference import GlandPredictor
 
-    predictor = GlandPredictor(load_model_info(a.model), "cpu")
+    predictor = GlandPredictor(load_model_info(a.model), a.device)
     experts, reference = expert_volumes(a.outlines), position_reference()
     patients = list_patients(a.openkbp)[: a.limit][a.shard[0]::a.shard[1]]
     records = []

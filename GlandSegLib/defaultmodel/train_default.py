@@ -351,6 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists (use --overwrite)", file=sys.stderr)
         return 8
+    from GlandSegLib.defaultmodel.pseudo_labels import labelling_models
+
+    try:  # before the half hour of case preparation: the card must name who made the labels
+        labellers = labelling_models(args.pseudo_labels) if args.pseudo_labels else []
+    except FileNotFoundError as exc:
+        print(f"error: --pseudo-labels: {exc}", file=sys.stderr)
+        return 2
 
     from GlandSegLib.models.export import export_model
     from GlandSegLib.training.nnunet_env import nnunet_environment
@@ -412,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "below the parotids are background; the rest of the body is nnU-Net's ignore label",
                     "cases": sum(1 for i in used if i["source"] == "openkbp"),
                     "submandibular_pseudo_labels": {
-                        "source": str(args.pseudo_labels) + " (GlandSegLib.defaultmodel.pseudo_labels: a trained model's "
-                                  "plausible glands, core labelled, boundary band ignored, shell background)",
+                        "source": "GlandSegLib.defaultmodel.pseudo_labels with " + ", ".join(labellers)
+                                  + ": the model's plausible glands, core labelled, boundary band ignored, shell background",
                         "cases": sum(1 for i in used if i.get("pseudo_labels")),
                     } if args.pseudo_labels else None,
                 },

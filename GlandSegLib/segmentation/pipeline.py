@@ -47,6 +47,15 @@ class SegmentResult:
     rejected: sitk.Image | None = None  # segments the anatomy checks rejected (head-crop grid; not written)
 
 
+def head_crops(ct: sitk.Image, box: PhysicalBox, spacing_xyz) -> tuple[sitk.Image, sitk.Image]:
+    """The head twice: at the CT's own voxels (statistics and the lacrimal stage read true HU
+    there) and resampled onto the model's grid (what the network sees). Every caller that
+    feeds a model (the pipeline, prior calibration, pseudo-labels) crops the same way, so a
+    weight fitted or a label made on one is valid for the others."""
+    ct_crop = crop(ct, box)  # exact voxels, input grid
+    return ct_crop, resample_to(ct_crop, model_grid(box, spacing_xyz))
+
+
 def check_outdir(outdir: Path, overwrite: bool) -> None:
     existing = [f for f in (*OUTPUT_FILES, UNCERTAINTY_FILE) if (outdir / f).exists()]
     if existing and not overwrite:
@@ -130,8 +139,7 @@ def segment(
         progress.log(w)
 
     progress.start("crop", "cropping and resampling the head")
-    ct_crop = crop(ct, box)  # exact voxels, input grid
-    model_crop = resample_to(ct_crop, model_grid(box, info.spacing_xyz))
+    ct_crop, model_crop = head_crops(ct, box, info.spacing_xyz)
 
     progress.start("inference", f"nnU-Net on {predictor.device}")
     probs = predictor.predict_probabilities(model_crop, progress=lambda f, m: progress.update(f, m))
