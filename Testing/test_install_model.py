@@ -123,3 +123,14 @@ def test_not_a_model_and_not_a_zip(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no nnU-Net model"):
         install_model(tmp_path / "empty")
+
+
+def test_every_model_the_repository_ships_still_verifies():
+    """A shipped model's files (card included) are checksummed: an edit without a refreshed file
+    table makes the model refuse to load, for users and for training that starts from it."""
+    from GlandSegLib.models.registry import REPO_ROOT
+
+    folders = sorted(p.parent for p in (REPO_ROOT / "Resources" / "models").glob("*/glandseg-model.json"))
+    assert len(folders) >= 2
+    for folder in folders:
+        assert load_model_info(str(folder)).folder == folder
