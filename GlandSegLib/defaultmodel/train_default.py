@@ -351,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists (use --overwrite)", file=sys.stderr)
         return 8
+
     from GlandSegLib.defaultmodel.pseudo_labels import labelling_models
 
     try:  # before the half hour of case preparation: the card must name who made the labels

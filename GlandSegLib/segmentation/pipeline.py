@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,7 @@ class SegmentResult:
     rejected: sitk.Image | None = None  # segments the anatomy checks rejected (head-crop grid; not written)
 
 
-def head_crops(ct: sitk.Image, box: PhysicalBox, spacing_xyz) -> tuple[sitk.Image, sitk.Image]:
+def head_crops(ct: sitk.Image, box: PhysicalBox, spacing_xyz: Sequence[float]) -> tuple[sitk.Image, sitk.Image]:
     """The head twice: at the CT's own voxels (statistics and the lacrimal stage read true HU
     there) and resampled onto the model's grid (what the network sees). Every caller that
     feeds a model (the pipeline, prior calibration, pseudo-labels) crops the same way, so a
