@@ -131,6 +131,9 @@ def test_the_models_that_made_a_folder_are_read_from_every_shard_summary(tmp_pat
     assert labelling_models(tmp_path) == ["glandseg-v8"]
     (tmp_path / "pseudo_labels.json").write_text(json.dumps({"model": "glandseg-v7", "patients": []}))
     assert labelling_models(tmp_path) == ["glandseg-v7", "glandseg-v8"]  # a mixed folder is named as mixed
+    (tmp_path / "pseudo_labels.2of4.json").write_text("{truncated")
+    with pytest.raises(FileNotFoundError, match="2of4.json is not a pseudo-label summary"):
+        labelling_models(tmp_path)
 
 
 def test_training_refuses_a_pseudo_label_folder_without_summary_before_preparing(tmp_path, capsys):
