@@ -60,7 +60,7 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
     """The raw (unweighted) probabilities of one OpenKBP CT, with its parotid outlines on the same grid."""
     from GlandSegLib.defaultmodel.openkbp import parotid_truth
     from GlandSegLib.defaultmodel.real_ct import scan_top_above_parotid_mm
-    from GlandSegLib.geometry import resample_to
+    from GlandSegLib.geometry import resample_to, voxel_volume_ml
     from GlandSegLib.io.images import read_ct
     from GlandSegLib.segmentation.inference import probabilities_to_labels
     from GlandSegLib.segmentation.lacrimal import AIR_HU, lacrimal_stage
@@ -76,7 +76,7 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
     labels = sorted(probs)
     case = {"patient": patient.name, "labels": labels,
             "probs": np.stack([probs[k] for k in labels]).astype(np.float16),
-            "voxel_ml": float(np.prod(model_crop.GetSpacing())) / 1000.0,
+            "voxel_ml": voxel_volume_ml(model_crop),
             "truth": sitk.GetArrayFromImage(resample_to(truth_ct, model_crop, is_label=True)),
             "top_above_parotid_mm": scan_top_above_parotid_mm(ct, truth_ct), "roof_mm": roof_mm, "lacrimal": {}}
     if predictor.lacrimal is not None:
@@ -86,7 +86,7 @@ def collect_case(predictor, patient: Path, roof_mm: float) -> dict:
             # past the scan is air, as the stage's boxes are filled
             air = sitk.GetArrayFromImage(resample_to(ct, img)) <= AIR_HU
             case["lacrimal"][label] = {"prob": sitk.GetArrayFromImage(img).astype(np.float16), "air": air,
-                                       "voxel_ml": float(np.prod(img.GetSpacing())) / 1000.0}
+                                       "voxel_ml": voxel_volume_ml(img)}
     return case
 
 

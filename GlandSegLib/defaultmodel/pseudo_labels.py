@@ -51,11 +51,17 @@ FILE_NAME = "pseudo_labels.nrrd"
 SUMMARY = "pseudo_labels.json"
 
 
+def summary_name(shard: tuple[int, int]) -> str:
+    """One summary per shard, so that processes side by side never write the same file;
+    labelling_models reads them all back by this naming."""
+    return SUMMARY if tuple(shard) == (0, 1) else f"{Path(SUMMARY).stem}.{shard[0]}of{shard[1]}.json"
+
+
 def labelling_models(folder: Path) -> list[str]:
     """The models that made a pseudo-label folder, read from its summaries (one per shard): a
     model card names these, not the folder, which lived on the builder's disk."""
     models = set()
-    for f in sorted(Path(folder).glob("pseudo_labels*.json")):
+    for f in sorted(Path(folder).glob(f"{Path(SUMMARY).stem}*.json")):
         try:
             models.add(json.loads(f.read_text())["model"])
         except (ValueError, KeyError, TypeError) as exc:
@@ -107,7 +113,7 @@ def pseudo_label_case(predictor, patient: Path, experts: dict, reference: dict) 
     gland passed) and a record of what was kept and why not."""
     from GlandSegLib.defaultmodel.openkbp import parotid_truth
     from GlandSegLib.defaultmodel.real_ct import centroids_mm
-    from GlandSegLib.geometry import centroid_lps
+    from GlandSegLib.geometry import centroid_lps, voxel_volume_ml
     from GlandSegLib.io.images import read_ct
     from GlandSegLib.segmentation.inference import probabilities_to_labels
     from GlandSegLib.segmentation.pipeline import find_head, head_crops
@@ -118,7 +124,7 @@ def pseudo_label_case(predictor, patient: Path, experts: dict, reference: dict) 
     _, model_crop = head_crops(ct, box, predictor.info.spacing_xyz)
     # the pipeline's own argmax (ties to the lower label), on the model grid itself
     argmax = sitk.GetArrayFromImage(probabilities_to_labels(predictor.predict_probabilities(model_crop), model_crop, model_crop))
-    voxel_ml = float(np.prod(model_crop.GetSpacing())) / 1000.0
+    voxel_ml = voxel_volume_ml(model_crop)
     kept: dict[int, np.ndarray] = {}
     record: dict = {"patient": patient.name, "glands": {}}
     for g in GLANDS:
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(rec)
         kept = [k for k, v in rec.get("glands", {}).items() if v["kept"]]
         print(f"[{time.perf_counter() - t0:6.0f} s] {i}/{len(patients)} {patient.name}: kept {kept or 'none'}", flush=True)
-    summary = a.out / (SUMMARY if a.shard == (0, 1) else f"pseudo_labels.{a.shard[0]}of{a.shard[1]}.json")
+    summary = a.out / summary_name(a.shard)
     write_text_atomic(json.dumps({"model": a.model, "patients": records}, indent=1) + "\n", summary)
     n = {g.key: sum(1 for r in records if r.get("glands", {}).get(g.key, {}).get("kept")) for g in GLANDS if g.organ == ORGAN}
     print(f"kept per gland: {n} of {len(patients)} CTs; summary {summary}")
