@@ -113,3 +113,48 @@ def test_a_model_without_both_sides_of_a_gland_cannot_be_mirrored():
         GlandPredictor(one_sided, "cpu", mirror=True)
     assert GlandPredictor(one_sided, "cpu", mirror=False).mirror is False  # plain inference still works
     assert GlandPredictor(info, "cpu").mirror is False  # the shipped model does not ask for it
+
+
+def test_a_second_stage_can_ask_for_mirroring_alone():
+    """The lacrimal stage's own index may ask for the mirrored pass while stage one (the
+    parotids, fitted without it) stays plain; a choice made by the caller holds for both."""
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.inference import MIRROR_KEY, GlandPredictor
+
+    info = load_model_info(None)
+    plain_stage = info.stages["lacrimal"]
+    mirrored_stage = dataclasses.replace(plain_stage, metadata={**plain_stage.metadata, "inference": {MIRROR_KEY: True}})
+    model = dataclasses.replace(info, stages={"lacrimal": mirrored_stage})
+
+    asked = GlandPredictor(model, "cpu")
+    assert asked.mirror is False and asked.lacrimal.mirror is True
+    assert asked.lacrimal.n_tiles((64, 64, 64)) == 2 * GlandPredictor(plain_stage, "cpu").n_tiles((64, 64, 64))
+    assert GlandPredictor(model, "cpu", mirror=False).lacrimal.mirror is False
+    assert GlandPredictor(info, "cpu", mirror=True).lacrimal.mirror is True
+    assert GlandPredictor(info, "cpu").lacrimal.mirror is False  # a stage that says nothing follows its model
+
+
+def test_the_mirrored_lacrimal_stage_is_left_right_equivariant_on_its_box():
+    """The lacrimal stage predicts one box per side: mirrored, a right box looks like a left one,
+    so the averaged pass must give the mirror of a mirrored box's result with sides exchanged."""
+    from GlandSegLib.geometry import PhysicalBox, model_grid, resample_to
+    from GlandSegLib.io.images import read_ct
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.inference import GlandPredictor
+
+    stage = load_model_info(None).stages["lacrimal"]
+    ct = read_ct(SAMPLE).image
+    truth = sitk.ReadImage(str(SAMPLE).replace("_ct.", "_labels."))
+    centre = _label_centre(truth, 1)  # the right lacrimal gland
+    half = 32 * stage.spacing_xyz[0]
+    box = resample_to(ct, model_grid(PhysicalBox(centre - half, centre + half), stage.spacing_xyz))
+    assert box.GetSize() == (64, 64, 64)
+    mirrored = GlandPredictor(stage, "cpu", prior_weights={}, mirror=True)
+    assert _mirror_error(mirrored.predict_probabilities(box), mirrored.predict_probabilities(_mirrored_patient(box))) < 1e-4
+    plain = GlandPredictor(stage, "cpu", prior_weights={}, mirror=False)
+    assert _mirror_error(plain.predict_probabilities(box), plain.predict_probabilities(_mirrored_patient(box))) > 0.05
+
+
+def _label_centre(labels: sitk.Image, value: int) -> np.ndarray:
+    idx = np.argwhere(sitk.GetArrayViewFromImage(labels) == value).mean(axis=0)[::-1]
+    return np.asarray(labels.TransformContinuousIndexToPhysicalPoint([float(i) for i in idx]))

@@ -37,6 +37,8 @@ TILE_STEP_RANGE = (0.1, 1.0)  # fractions of the patch; outside it, tiles skip v
 
 # glandseg-model.json: {"inference": {"mirror_left_right": true}} asks for the mirrored second
 # pass. It belongs to the model, not to a run: the prior weights are fitted on its probabilities.
+# In a model's index it mirrors every stage; in a second stage's own index, that stage alone
+# (the lacrimal stage's boxes can be mirrored without touching stage one's parotids).
 MIRROR_KEY = "mirror_left_right"
 # canonical label -> the label of the same organ on the other side (background stays)
 MIRRORED_LABEL = {0: 0, **{g.label: partner(g).label for g in GLANDS}}
@@ -62,8 +64,9 @@ class GlandPredictor:
                  mirror: bool | None = None):
         """prior_weights: per-gland weights on the probabilities (prior_weights.py); None: the
         model's own (glandseg-model.json), {}: none, the network's raw probabilities.
-        mirror: average with the left-right mirrored prediction (MIRROR_KEY); None: as the
-        model says, False for models that say nothing."""
+        mirror: average with the left-right mirrored prediction (MIRROR_KEY), in every stage;
+        None: as the model says, and a second stage also as its own index says; False for
+        models that say nothing."""
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -115,7 +118,7 @@ class GlandPredictor:
         lacrimal = info.stages.get("lacrimal")
         self.lacrimal = GlandPredictor(lacrimal, self.device, trust_model=trust_model, tile_step_size=tile_step_size,
                                        prior_weights=weights_for_stage(self.prior_weights, "lacrimal"),
-                                       mirror=self.mirror) \
+                                       mirror=mirror if mirror is not None else (True if self.mirror else None)) \
             if lacrimal is not None else None
 
     def n_tiles(self, shape_zyx: tuple[int, ...]) -> int:
