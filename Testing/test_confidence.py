@@ -199,3 +199,28 @@ def test_cli_prints_the_review_order_and_drops_a_stale_uncertainty_map(sample_re
         row = next(r for r in report["glands"] if r["label"] == lab)
         assert ln.rstrip().endswith("found") and f"{row['volume_ml']:.2f} ml" in ln and f"{row['confidence']:.2f}" in ln
         assert f"{row['expert_volume_ml']['p5']:.2f}-{row['expert_volume_ml']['p95']:.2f} ml" in ln
+
+
+def test_a_second_stage_run_another_way_is_another_model_for_the_reference():
+    """A lacrimal stage asking for the mirrored pass changes its probabilities with the same
+    checkpoints: the shipped reference must not apply to it, nor to the plain stage of a model
+    shipped mirrored."""
+    import dataclasses
+
+    from GlandSegLib.models.registry import load_model_info
+    from GlandSegLib.segmentation.inference import MIRROR_KEY
+
+    info = load_model_info(None)
+    stage = info.stages["lacrimal"]
+
+    def with_stage(inference: dict | None):
+        meta = {k: v for k, v in stage.metadata.items() if k != "inference"}
+        return dataclasses.replace(info, stages={"lacrimal": dataclasses.replace(
+            stage, metadata={**meta, "inference": inference} if inference else meta)})
+
+    plain, mirrored = with_stage(None), with_stage({MIRROR_KEY: True})
+    assert model_fingerprint(plain) == model_fingerprint(info.metadata)  # plain stages: the index says it all
+    assert model_fingerprint(mirrored) != model_fingerprint(plain)
+    assert reference_for(info) is not None
+    other = plain if stage.metadata.get("inference") else mirrored
+    assert reference_for(other) is None

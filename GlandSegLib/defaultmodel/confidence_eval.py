@@ -33,6 +33,7 @@ from scipy import stats
 
 from GlandSegLib.cohort.metrics import dice
 from GlandSegLib.glands import BY_LABEL
+from GlandSegLib.models.registry import ModelInfo
 
 POOR_DICE = 0.6
 METRICS = ("confidence", "expected_dice", "mean_probability", "boundary_uncertain_share")
@@ -159,12 +160,12 @@ def summarise(rows: list[dict], statuses: list[dict]) -> dict:
     return out
 
 
-def rescore(result: dict, metadata: dict) -> dict:
+def rescore(result: dict, model: ModelInfo) -> dict:
     """The result with each row's confidence recomputed from its expected Dice (the
     segmentation does not depend on the reference; only this mapping does)."""
     from GlandSegLib.segmentation.confidence import reference_for, relative_confidence
 
-    ref = (reference_for(metadata) or {}).get("glands", {})
+    ref = (reference_for(model) or {}).get("glands", {})
     for row in result["rows"]:
         if row.get("expected_dice") is not None:
             r = ref.get(row["gland"])
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                          "confidence_reference.json (after regenerating it), and its summary; no segmentation")
     args = ap.parse_args(argv)
     if args.rescore:
-        result = rescore(json.loads(args.out.read_text()), load_model_info(args.model).metadata)
+        result = rescore(json.loads(args.out.read_text()), load_model_info(args.model))
         args.out.write_text(json.dumps(result, indent=1, default=dict))
         print(json.dumps(result["summary"]["all"]["spearman"]), json.dumps(result["summary"]["all"]["poor"].get("auc")))
         return 0

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REFERENCE_FILE)
     args = ap.parse_args(argv)
     predictor = GlandPredictor(load_model_info(args.model), args.device)
-    fp = model_fingerprint(predictor.info.metadata)
+    fp = model_fingerprint(predictor.info)
     if fp is None:
         ap.error("the model has no file table (glandseg-model.json 'files'): install it with glandseg install-model first")
     values: dict[str, dict[str, list[float]]] = {}

@@ -82,7 +82,7 @@ def assess_glands(ct: sitk.Image, ct_crop: sitk.Image, model_crop: sitk.Image, p
         status.update(lacrimal)
         if umap is not None:
             add_stage_uncertainty(umap, labels, side_probs, keep=tuple(g.label for g in GLANDS if g.label not in LACRIMAL_LABELS))
-    reference = reference_for(predictor.info.metadata)
+    reference = reference_for(predictor.info)
     for lab, c in confidence.items():
         ref = (reference or {}).get("glands", {}).get(BY_LABEL[lab].key)
         c["confidence"] = relative_confidence(c["expected_dice"], ref) if ref else c["expected_dice"]

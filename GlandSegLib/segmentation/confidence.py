@@ -47,18 +47,20 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from GlandSegLib.geometry import PhysicalBox, crop, image_bounds
-from GlandSegLib.models.registry import PRIOR_WEIGHTS_KEY
+from GlandSegLib.models.registry import PRIOR_WEIGHTS_KEY, ModelInfo
 
 PAD_VOXELS = 3  # margin around the segment, in voxels of the probability's own grid
 UNCERTAIN = (0.25, 0.75)
 REFERENCE_FILE = Path(__file__).with_name("confidence_reference.json")
 
 
-def model_fingerprint(metadata: Mapping) -> str | None:
+def model_fingerprint(model: ModelInfo | Mapping) -> str | None:
     """A model's identity for its confidence reference: the SHA-256 of its checkpoints' own
     SHA-256s (glandseg-model.json's file table), of its prior weights and of its inference
-    settings (inference.MIRROR_KEY) where it has any (they change which voxels win), so a
-    reference never applies to other weights or another way of running them."""
+    settings (inference.MIRROR_KEY) where it has any (they change which voxels win), its
+    second stages' own inference settings included, so a reference never applies to other
+    weights or another way of running them. A bare index (Mapping) knows no stages."""
+    metadata = model.metadata if isinstance(model, ModelInfo) else model
     files = metadata.get("files") or {}
     sums = sorted(f"{k}:{v}" for k, v in files.items() if k.endswith(".pth"))
     weights = metadata.get(PRIOR_WEIGHTS_KEY)
@@ -66,6 +68,9 @@ def model_fingerprint(metadata: Mapping) -> str | None:
         sums.append(f"{PRIOR_WEIGHTS_KEY}:" + json.dumps({str(k): float(v) for k, v in weights.items()}, sort_keys=True))
     if sums and metadata.get("inference"):
         sums.append("inference:" + json.dumps(metadata["inference"], sort_keys=True))
+    for kind, stage in sorted(model.stages.items()) if isinstance(model, ModelInfo) else ():
+        if sums and stage.metadata.get("inference"):
+            sums.append(f"stage {kind} inference:" + json.dumps(stage.metadata["inference"], sort_keys=True))
     return hashlib.sha256("\n".join(sums).encode()).hexdigest()[:16] if sums else None
 
 
@@ -75,9 +80,9 @@ def _references(path: str) -> dict:
     return json.loads(p.read_text()).get("models", {}) if p.is_file() else {}
 
 
-def reference_for(metadata: Mapping, path: Path = REFERENCE_FILE) -> dict | None:
+def reference_for(model: ModelInfo | Mapping, path: Path = REFERENCE_FILE) -> dict | None:
     """The shipped reference of this model ({"model", "glands": {key: {median, sd, n}}, ...}), or None."""
-    fp = model_fingerprint(metadata)
+    fp = model_fingerprint(model)
     return _references(str(path)).get(fp) if fp else None
 
 
