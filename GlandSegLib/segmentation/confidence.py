@@ -68,7 +68,8 @@ def model_fingerprint(model: ModelInfo | Mapping) -> str | None:
         sums.append(f"{PRIOR_WEIGHTS_KEY}:" + json.dumps({str(k): float(v) for k, v in weights.items()}, sort_keys=True))
     if sums and metadata.get("inference"):
         sums.append("inference:" + json.dumps(metadata["inference"], sort_keys=True))
-    for kind, stage in sorted(model.stages.items()) if isinstance(model, ModelInfo) else ():
+    stages = model.stages if isinstance(model, ModelInfo) else {}
+    for kind, stage in sorted(stages.items()):
         if sums and stage.metadata.get("inference"):
             sums.append(f"stage {kind} inference:" + json.dumps(stage.metadata["inference"], sort_keys=True))
     return hashlib.sha256("\n".join(sums).encode()).hexdigest()[:16] if sums else None
