@@ -158,6 +158,29 @@ def test_two_stage_folder_loads_verifies_and_refuses_tampering(tmp_path):
         load_model_info(str(out))
 
 
+def test_a_two_stage_base_gives_its_stage_one_only(tmp_path):
+    """Retraining the shipped model's lacrimal stage: the base's own stage and its prior
+    weights (fitted on that stage) stay behind; its stage one and its card's stage-one part come."""
+    base = resolve_model_folder("glandseg-v2")
+    first = assemble_two_stage(base, _stage_copy(base, tmp_path / "old"), tmp_path / "first", "first")
+    index = json.loads((first / METADATA).read_text())
+    index["prior_weights"] = {"1": 4.0, "2": 22.0, "3": 0.7}
+    (first / METADATA).write_text(json.dumps(index))
+    new = _stage_copy(base, tmp_path / "new")
+    (new / "model_card.md").write_text("# the retrained stage\n")
+    index = json.loads((new / METADATA).read_text())
+    index["files"] = file_table(new)
+    (new / METADATA).write_text(json.dumps(index))
+
+    out = assemble_two_stage(first, new, tmp_path / "second", "second")
+    info = load_model_info(str(out))
+    assert info.name == "second" and info.metadata["base_model"] == "first"
+    assert (out / "lacrimal" / "model_card.md").read_text() == "# the retrained stage\n"
+    assert info.prior_weights == {} and "prior_calibration" not in info.metadata
+    card = (out / "model_card.md").read_text()
+    assert card.startswith("# second\n") and card.count("## Stage one") == 1 and "Two stages: `first`" in card
+
+
 @pytest.mark.parametrize("problem", ["outside", "missing", "not-a-stage"])
 def test_bad_stage_entries_are_refused(tmp_path, problem):
     base = resolve_model_folder("glandseg-v2")

@@ -46,6 +46,7 @@ DATASET_NAME = "GlandSegLacrimalStage"
 STAGE_FOLDER = "lacrimal"
 PATCH = (64, 64, 64)  # = BOX_MM / SPACING_MM: the box is one patch
 JITTER_MM = 6.0
+STAGE_ONE_HEADING = "## Stage one"  # a two-stage model card's part about stage one
 PHANTOMS_PER_SCAN = 6
 
 # scanner spacing (None: the outlines' own lattice), storage variant
@@ -159,28 +160,39 @@ def _collect(results, infos: list[dict], log: Log) -> Iterator[tuple[str, sitk.I
 def assemble_two_stage(base: Path, stage: Path, out: Path, name: str, *, overwrite: bool = False) -> Path:
     """out = the base model's files + the stage folder as out/lacrimal, indexed together.
 
-    Written in a temporary sibling and renamed into place, like every model folder.
+    A base that is itself two-stage (the shipped model, to retrain its lacrimal stage) gives
+    its stage one only: its own lacrimal stage is left behind, and so are its prior weights,
+    fitted on the stage being replaced (prior_calibration fits the new model's, as after every
+    assembly). Written in a temporary sibling and renamed into place, like every model folder.
     """
     from GlandSegLib.io.images import replace_dir_atomic
-    from GlandSegLib.models.registry import METADATA, file_table
+    from GlandSegLib.models.registry import METADATA, PRIOR_WEIGHTS_KEY, file_table
 
-    out = out.absolute()
+    base, out = base.absolute(), out.absolute()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (use --overwrite)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        shutil.copytree(base, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("evaluation.json"))
+        base_index = json.loads((base / METADATA).read_text())
+        left_behind = {"evaluation.json", *(str(sub) for sub in (base_index.get("stages") or {}).values())}
+        shutil.copytree(base, tmp, dirs_exist_ok=True,
+                        ignore=lambda folder, names: [n for n in names if Path(folder) == base and n in left_behind])
         shutil.copytree(stage, tmp / STAGE_FOLDER)
-        index = json.loads((tmp / METADATA).read_text())
+        index = dict(base_index)
+        for key in (PRIOR_WEIGHTS_KEY, "prior_calibration"):
+            index.pop(key, None)
         index["name"] = name
         index["stages"] = {STAGE_KIND: STAGE_FOLDER}
-        index["base_model"] = json.loads((base / METADATA).read_text()).get("name", base.name)
+        index["base_model"] = base_index.get("name", base.name)
         card = tmp / "model_card.md"
+        stage_one = card.read_text().split("\n", 1)[1]
+        if STAGE_ONE_HEADING in stage_one:  # a two-stage base: its stage one's part of the card
+            stage_one = stage_one.split(STAGE_ONE_HEADING, 1)[1]
         card.write_text(f"# {name}\n\nTwo stages: `{index['base_model']}` (all six glands on the 2 mm head crop) "
                         f"and `{STAGE_FOLDER}/` (lacrimal glands on one {BOX_MM:g} mm box per side at {SPACING_MM:g} mm, "
                         "anchored at stage one's parotid; see its own model_card.md).\n\n"
-                        "## Stage one\n\n" + card.read_text().split("\n", 1)[1].split("## Measured quality")[0].rstrip() + "\n")
+                        + STAGE_ONE_HEADING + "\n\n" + stage_one.split("## Measured quality")[0].strip() + "\n")
         index["files"] = file_table(tmp)
         (tmp / METADATA).write_text(json.dumps(index, indent=2) + "\n")
         tmp.chmod(0o755)
@@ -193,7 +205,7 @@ def assemble_two_stage(base: Path, stage: Path, out: Path, name: str, *, overwri
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m GlandSegLib.defaultmodel.train_lacrimal", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True, help="stage-one model (name or folder), e.g. glandseg-v2")
+    ap.add_argument("--base", required=True, help="stage-one model (name or folder), e.g. glandseg-v2; a two-stage model gives its stage one")
     ap.add_argument("--out", type=Path, required=True, help="two-stage model folder to write")
     ap.add_argument("--name", default=None, help="model name (default: the --out folder's name)")
     ap.add_argument("--work", type=Path, required=True, help="scratch folder for nnU-Net raw/preprocessed/results")
