@@ -132,7 +132,7 @@ def test_the_models_that_made_a_folder_are_read_from_every_shard_summary(tmp_pat
     (tmp_path / "pseudo_labels.json").write_text(json.dumps({"model": "glandseg-v7", "patients": []}))
     assert labelling_models(tmp_path) == ["glandseg-v7", "glandseg-v8"]  # a mixed folder is named as mixed
     (tmp_path / "pseudo_labels.2of4.json").write_text("{truncated")
-    with pytest.raises(FileNotFoundError, match="2of4.json is not a pseudo-label summary"):
+    with pytest.raises(ValueError, match="2of4.json is not a pseudo-label summary"):
         labelling_models(tmp_path)
 
 
@@ -142,4 +142,11 @@ def test_training_refuses_a_pseudo_label_folder_without_summary_before_preparing
     code = main(["--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"), "--outlines", str(tmp_path),
                  "--pseudo-labels", str(tmp_path / "nothing")])
     assert code == 2 and "no pseudo_labels" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "model").exists()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "pseudo_labels.json").write_text('{"patients": []}')  # no model named: the card could not say who labelled
+    code = main(["--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"), "--outlines", str(tmp_path),
+                 "--pseudo-labels", str(broken)])
+    assert code == 2 and "is not a pseudo-label summary" in capsys.readouterr().err
     assert not (tmp_path / "work").exists() and not (tmp_path / "model").exists()

@@ -59,13 +59,14 @@ def summary_name(shard: tuple[int, int]) -> str:
 
 def labelling_models(folder: Path) -> list[str]:
     """The models that made a pseudo-label folder, read from its summaries (one per shard): a
-    model card names these, not the folder, which lived on the builder's disk."""
+    model card names these, not the folder, which lived on the builder's disk. A folder with no
+    summary raises FileNotFoundError; a summary that names no model raises ValueError."""
     models = set()
     for f in sorted(Path(folder).glob(f"{Path(SUMMARY).stem}*.json")):
         try:
             models.add(json.loads(f.read_text())["model"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise FileNotFoundError(f"{f} is not a pseudo-label summary (no model named in it): {exc}") from exc
+            raise ValueError(f"{f} is not a pseudo-label summary (no model named in it): {exc}") from exc
     if not models:
         raise FileNotFoundError(f"{folder} holds no pseudo_labels*.json summary: not written by GlandSegLib.defaultmodel.pseudo_labels")
     return sorted(models)

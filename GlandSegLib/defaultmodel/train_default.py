@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:  # before the half hour of case preparation: the card must name who made the labels
         labellers = labelling_models(args.pseudo_labels) if args.pseudo_labels else []
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: --pseudo-labels: {exc}", file=sys.stderr)
         return 2
 
